@@ -1,0 +1,23 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.dev")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from portal.consumers import JobProgressConsumer  # noqa: E402
+from portal.ws_auth import PortalAuthMiddlewareStack, PortalOriginValidator  # noqa: E402
+
+websocket_urlpatterns = [path("ws/jobs/", JobProgressConsumer.as_asgi())]
+
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": PortalOriginValidator(
+        PortalAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    ),
+})

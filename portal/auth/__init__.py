@@ -1,0 +1,1 @@
+"""Sign-in: local accounts, OpenID Connect, personal API tokens, and their audit trail."""
