@@ -81,7 +81,7 @@ class ManagedProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ManagedProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log = open(self.log_path, "ab")
         self._log = log
         self.proc = subprocess.Popen(
             self.args, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,

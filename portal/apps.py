@@ -12,3 +12,4 @@ class PortalConfig(AppConfig):
 
     def ready(self) -> None:
         from portal import signals, tasks  # noqa: F401 - registrations happen on import
+        from portal.api import schema  # noqa: F401

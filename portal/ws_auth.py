@@ -1,13 +1,12 @@
 """Websocket authentication by session cookie or personal API token.
 
 Browsers authenticate with their session cookie; other clients send `Authorization: Bearer
-<token>` (or, where a client cannot set headers, `?access_token=<token>`). Tokens need `read`.
+<token>` (never in the URL, where proxies would log it). Tokens need the `read` scope.
 """
 
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
@@ -33,8 +32,6 @@ class TokenAuthMiddleware(BaseMiddleware):
         for name, value in scope.get("headers", []):
             if name == b"authorization" and value.lower().startswith(b"bearer "):
                 raw = value[7:].decode("latin-1").strip()
-        if raw is None:
-            raw = parse_qs(scope.get("query_string", b"").decode()).get("access_token", [None])[0]
         if raw:
             from django.contrib.auth.models import AnonymousUser
 
@@ -62,7 +59,6 @@ class PortalOriginValidator:
 
     async def __call__(self, scope, receive, send):
         headers = dict(scope.get("headers", []))
-        has_token = b"authorization" in headers or b"access_token=" in scope.get("query_string", b"")
-        if b"origin" not in headers and has_token:
+        if b"origin" not in headers and b"authorization" in headers:
             return await self.app(scope, receive, send)
         return await self.browser_check(scope, receive, send)

@@ -152,6 +152,7 @@ OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
 OIDC_STAFF_CLAIM = env.str("OIDC_STAFF_CLAIM", default="groups")
 OIDC_STAFF_VALUES = env.list("OIDC_STAFF_VALUES", default=[])
 OIDC_USERNAME_CLAIM = env.str("OIDC_USERNAME_CLAIM", default="preferred_username")
+OIDC_USE_PKCE = True
 OIDC_STORE_ID_TOKEN = False
 OIDC_CREATE_USER = True
 OIDC_CALLBACK_CLASS = "portal.auth.oidc.AuditedCallbackView"
@@ -182,9 +183,20 @@ OAUTH2_PROVIDER = {
     "OIDC_ENABLED": bool(_oidc_idp_key_file),
     "OIDC_RSA_PRIVATE_KEY": Path(_oidc_idp_key_file).read_text() if _oidc_idp_key_file else "",
     "OAUTH2_VALIDATOR_CLASS": "portal.auth.oidc.PortalOAuth2Validator",
-    "PKCE_REQUIRED": False,
-    # Store only a checksum of access tokens, never the usable token (RFC 9700).
+    "PKCE_REQUIRED": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": env.list("PORTAL_OIDC_IDP_REDIRECT_SCHEMES", default=["https"]),
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # Follow the OAuth 2.0 Security BCP (RFC 9700) throughout; among others, store only a
+    # checksum of access tokens, never the usable token, and accept tokens only in headers.
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
 }
 
 # --- REST API ----------------------------------------------------------------------------------

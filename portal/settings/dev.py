@@ -17,6 +17,8 @@ DATABASE_URL = env.str("DATABASE_URL", default=_embedded.database_url)
 REDIS_URL = env.str("REDIS_URL", default=_embedded.redis_url)
 DATABASES = database_settings(DATABASE_URL)
 globals().update(redis_dependent_settings(REDIS_URL))
+# Local identity-provider clients (tests, tools on this machine) use plain-http loopback URLs.
+OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"] = ["http", "https"]
 
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
@@ -24,4 +26,4 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise wants it to exist
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)

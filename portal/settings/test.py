@@ -23,6 +23,8 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["NAME"] = env.str("PORTAL_TEST_DATABASE_NAME", default="portal_test")
 DATABASES["default"]["TEST"] = {"NAME": DATABASES["default"]["NAME"]}
 globals().update(redis_dependent_settings(REDIS_URL))
+# Local identity-provider clients (tests, tools on this machine) use plain-http loopback URLs.
+OAUTH2_PROVIDER["ALLOWED_REDIRECT_URI_SCHEMES"] = ["http", "https"]
 
 PORTAL_DATA_DIR = Path(env.str("PORTAL_DATA_DIR", default=str(PORTAL_STATE_DIR / "test" / "data")))
 WHITENOISE_USE_FINDERS = True
@@ -32,4 +34,4 @@ STORAGES = {
 }
 PORTAL_WORKER_HEARTBEAT_INTERVAL = 1
 PORTAL_WORKER_HEARTBEAT_MAX_AGE = 4
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise wants it to exist
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
