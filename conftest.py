@@ -112,14 +112,13 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker",
                  queues: str = "default,tiles,crypto,gpu") -> ManagedProcess:
     """A real Celery worker (prefork, 2 processes); returns once it sends heartbeats."""
     import redis
-    from django.conf import settings
 
     hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}@test"
     worker = ManagedProcess(name, [
         sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues, "-c", "2",
         "--hostname", hostname, "--loglevel", "INFO", "--without-mingle", "--without-gossip",
     ], env, log_dir).start()
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = redis.Redis.from_url(env["REDIS_URL"])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if client.exists(f"portal:worker:{hostname}"):

@@ -31,6 +31,8 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
+            # Accept, then close with 4401, so clients learn why (a bare 403 says nothing).
+            await self.accept()
             await self.close(code=4401)
             return
         self.user = user

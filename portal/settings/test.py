@@ -11,7 +11,7 @@ from .base import PORTAL_STATE_DIR, database_settings, env, redis_dependent_sett
 
 DEBUG = False
 SECRET_KEY = "test-only-key"
-ALLOWED_HOSTS = ["*"]
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 _embedded = load_config(PORTAL_STATE_DIR / "test")
