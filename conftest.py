@@ -105,6 +105,10 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:  # leftovers of the process group (e.g. pool children of a killed worker)
+            os.killpg(self.proc.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
         self._log.close()
 
 
