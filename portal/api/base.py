@@ -56,6 +56,11 @@ class PortalViewSetMixin:
     def get_queryset(self):
         return super().get_queryset().for_user(self.request.user, "view")
 
+    def ensure_no_body(self) -> None:
+        """For actions that take no input: refuse a body rather than silently ignore it."""
+        if self.request.data:
+            raise exceptions.ValidationError({"non_field_errors": ["This action takes no request body."]})
+
     def get_object(self):
         obj = super().get_object()  # 404 for objects the user may not even see
         action = self.access_action()

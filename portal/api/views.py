@@ -58,6 +58,7 @@ class JobViewSet(PortalReadOnlyViewSet, mixins.CreateModelMixin):
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Ask the job to stop; a queued job stops at once, a running one within a second."""
+        self.ensure_no_body()
         try:
             job = job_service.request_cancel(self.get_object())
         except job_service.JobStateError as exc:
@@ -69,6 +70,7 @@ class JobViewSet(PortalReadOnlyViewSet, mixins.CreateModelMixin):
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         """Start a failed or cancelled job again, as a new job linked to this one."""
+        self.ensure_no_body()
         job = self.get_object()
         kind = job_service.JOB_KINDS.get(job.kind)
         if kind is None or (kind.staff_only and not request.user.is_staff):

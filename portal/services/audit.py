@@ -40,7 +40,7 @@ def record_audit_event(
         object_repr = object_repr or str(obj)[:255]
     return AuditEvent.objects.create(
         actor=actor,
-        actor_repr=(actor.get_username() if actor is not None else details.pop("username", ""))[:255],
+        actor_repr=(actor.get_username() if actor is not None else details.get("username", ""))[:255],
         action=action,
         object_type=object_type,
         object_id=object_id,
