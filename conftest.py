@@ -148,8 +148,8 @@ def celery_worker_process(service_env, service_logs):
 
 
 def start_asgi_server(env: dict[str, str], log_dir: Path, name: str = "web",
-                      host: str = "127.0.0.1") -> tuple[ManagedProcess, str]:
-    port = free_port()
+                      host: str = "127.0.0.1", port: int | None = None) -> tuple[ManagedProcess, str]:
+    port = port or free_port()
     server = ManagedProcess(name, [
         sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", host,
         "--port", str(port), "--lifespan", "off", "--log-level", "warning",
