@@ -23,7 +23,7 @@ class UserSerializer(StrictModelSerializer):
 
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
-    label = serializers.SerializerMethodField()
+    label = serializers.CharField(read_only=True)
     target = serializers.SerializerMethodField()
     duration = serializers.FloatField(source="duration_seconds", read_only=True, allow_null=True)
     traceback = serializers.SerializerMethodField()
@@ -38,10 +38,6 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at", "duration",
         ]
         read_only_fields = fields
-
-    def get_label(self, job: Job) -> str:
-        kind = JOB_KINDS.get(job.kind)
-        return kind.label if kind else job.kind
 
     @extend_schema_field({"type": "object", "nullable": True, "properties": {
         "type": {"type": "string"}, "id": {"type": "integer"}}})

@@ -99,6 +99,14 @@ class Job(models.Model):
         return f"{self.kind} #{self.pk} ({self.state})"
 
     @property
+    def label(self) -> str:
+        """The human name of the job's kind (kinds register themselves in portal.services.jobs)."""
+        from portal.services.jobs import JOB_KINDS
+
+        kind = JOB_KINDS.get(self.kind)
+        return kind.label if kind else self.kind
+
+    @property
     def is_finished(self) -> bool:
         return self.state in FINAL_STATES
 

@@ -131,7 +131,7 @@ def job_payload(job: Job) -> dict:
     return {
         "id": job.pk,
         "kind": job.kind,
-        "label": JOB_KINDS[job.kind].label if job.kind in JOB_KINDS else job.kind,
+        "label": job.label,
         "state": job.state,
         "progress": job.progress,
         "message": job.message,

@@ -6,7 +6,8 @@ const STATE_LABELS = {queued: "Queued", running: "Running", succeeded: "Succeede
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const lastSeq = new Map();
 
-function percent(job) { return Math.round((job.progress || 0) * 100); }
+// Floor, so that 100 % means done (99.9 % of the bytes is not done yet).
+function percent(job) { return Math.floor((job.progress || 0) * 100); }
 
 function setField(root, name, update) {
   root.querySelectorAll(`[data-field="${name}"]`).forEach(update);
@@ -35,13 +36,32 @@ function updateElement(root, job) {
   });
 }
 
+function actionForm(jobId, action, label) {
+  const form = document.createElement("form");
+  form.method = "post";
+  form.action = `/jobs/${jobId}/${action}/`;
+  form.dataset.action = action;
+  const csrf = document.querySelector("[name=csrfmiddlewaretoken]");
+  if (csrf) form.append(csrf.cloneNode());
+  const button = document.createElement("button");
+  button.type = "submit";
+  button.className = "button small";
+  button.textContent = label;
+  const hidden = document.createElement("span");
+  hidden.className = "visually-hidden";
+  hidden.textContent = ` job ${jobId}`;
+  button.append(hidden);
+  form.append(button);
+  return form;
+}
+
 function newRow(job) {
   // A job that started after the page loaded: add a row with the essentials.
   const row = document.createElement("tr");
   row.dataset.jobId = job.id;
   const link = document.createElement("a");
   link.href = `/jobs/${job.id}/`;
-  link.textContent = `${job.kind} #${job.id}`;
+  link.textContent = `${job.label || job.kind} #${job.id}`;
   const cells = [document.createElement("td"), document.createElement("td"), document.createElement("td"),
     document.createElement("td"), document.createElement("td"), document.createElement("td")];
   cells[0].append(link);
@@ -55,6 +75,8 @@ function newRow(job) {
   prog.append(bar, text); cells[2].append(prog);
   cells[3].dataset.field = "duration";
   cells[4].textContent = "you";
+  cells[5].className = "actions";
+  cells[5].append(actionForm(job.id, "cancel", "Cancel"), actionForm(job.id, "retry", "Retry"));
   row.append(...cells);
   return row;
 }
