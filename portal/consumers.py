@@ -38,10 +38,11 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         self.user = user
         self.groups_joined: set[str] = set()
         self.last_sequence: dict[int, int] = {}
-        await self.accept()
+        # Join before accepting, so a client hears every update sent after its socket opened.
         await self._join(f"jobs.user.{user.pk}")
         if user.is_staff:
             await self._join("jobs.staff")
+        await self.accept()
 
     async def disconnect(self, code) -> None:
         for group in list(getattr(self, "groups_joined", ())):

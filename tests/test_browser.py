@@ -15,22 +15,27 @@ pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.django_db(t
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
         pytest.fail("Debian's chromium is needed for browser tests (./dev test installs it as root)")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop in this thread; Django's ORM calls from the
-    # test body are still synchronous, so tell Django's async-safety check so.
+    # test body are still synchronous, so tell Django's async-safety check so. Module scope:
+    # the loop must be gone before other modules' tests run their own (async_to_sync).
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-        ])
-        yield browser
-        browser.close()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run",
+            ])
+            yield browser
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 @pytest.fixture
@@ -94,7 +99,9 @@ def test_failed_job_shows_its_message_live(page, asgi_server, celery_worker_proc
 def test_keyboard_only_sign_in(page, asgi_server):
     User.objects.create_user("keys", password="keys-pw-123")
     page.goto(f"{asgi_server.url}/accounts/login/")
-    page.keyboard.type("keys")  # the username field has focus on arrival
+    # The username field has focus on arrival (autofocus applies just after load).
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'id_username'")
+    page.keyboard.type("keys")
     page.keyboard.press("Tab")
     page.keyboard.type("keys-pw-123")
     page.keyboard.press("Enter")

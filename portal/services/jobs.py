@@ -15,7 +15,10 @@ job's channel groups (see `portal.consumers`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 import time
 import traceback
 import uuid
@@ -23,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
@@ -160,10 +162,40 @@ def save_and_publish(job: Job, fields: list[str]) -> None:
         return
     message = {"type": "job.update", "job": job_payload(job)}
     try:
-        for group in job_groups(job):
-            async_to_sync(layer.group_send)(group, message)
-    except Exception:
+        _publisher.send(layer, job_groups(job), message)
+    except Exception:  # a dead Redis must not fail the job itself
         logger.warning("could not publish job %s update", job.pk, exc_info=True)
+
+
+class _Publisher:
+    """Sends channel-layer messages from synchronous code through one long-lived event loop.
+
+    `async_to_sync` would build a new loop, and with it a new Redis connection, for every update
+    (tens of milliseconds each); one loop thread per process keeps the connection open.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # new process after a fork
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="job-publisher", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def send(self, layer, groups: list[str], message: dict, timeout: float = 5) -> None:
+        async def send_all() -> None:
+            for group in groups:
+                await layer.group_send(group, message)
+
+        asyncio.run_coroutine_threadsafe(send_all(), self._ensure_loop()).result(timeout)
+
+
+_publisher = _Publisher()
 
 
 # --- starting, cancelling, retrying -----------------------------------------------------------
