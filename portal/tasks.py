@@ -1,9 +1,14 @@
 """Background jobs of the core app (thin: each calls a service)."""
 
+from celery import shared_task
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, transaction
 from rest_framework import serializers
 
+from portal.models import Job, JobState
 from portal.services import datastore
-from portal.services.jobs import JobError, job_task
+from portal.services.jobs import JobError, fail_orphaned_jobs, job_task, start_job
 
 
 class ScrubParams(serializers.Serializer):
@@ -26,3 +31,32 @@ def scrub_stored_files(job, progress, rate_limit_mb_s: float | None = None) -> d
     )
     progress.log(result["summary"])
     return result
+
+
+# --- periodic tasks (run by `celery beat`, see CELERY_BEAT_SCHEDULE in settings) ---------------
+
+
+@shared_task(name="portal.start_scheduled_scrub", ignore_result=True)
+def start_scheduled_scrub() -> int | None:
+    """Start an integrity scrub as a job (shown on the Jobs page) unless one is still unfinished."""
+    with transaction.atomic():
+        # One scrub at a time, even if two beat processes were started by mistake.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('portal.scheduled_scrub'))")
+        if Job.objects.filter(kind="portal.scrub", state__in=[JobState.QUEUED, JobState.RUNNING]).exists():
+            return None
+        limit = settings.PORTAL_SCRUB_RATE_LIMIT_MB_S
+        job = start_job("portal.scrub", params={"rate_limit_mb_s": limit} if limit else {})
+    return job.pk
+
+
+@shared_task(name="portal.clear_expired_sessions", ignore_result=True)
+def clear_expired_sessions() -> None:
+    """Delete expired sign-in sessions from the database."""
+    call_command("clearsessions")
+
+
+@shared_task(name="portal.fail_orphaned_jobs", ignore_result=True)
+def fail_jobs_of_lost_workers() -> list[int]:
+    """Fail running jobs whose worker is gone (no heartbeat), so they can be retried."""
+    return fail_orphaned_jobs()

@@ -16,6 +16,7 @@ job's channel groups (see `portal.consumers`).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import threading
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from celery.signals import task_failure
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
@@ -367,3 +369,71 @@ def execute_job(task, job_id: int, func: Callable, retry_on: tuple) -> None:
     result = result or {}
     _finish(job, JobState.SUCCEEDED, progress=1.0, message=str(result.get("summary") or "Done")[:500],
             result=result)
+
+
+# --- jobs whose worker died -------------------------------------------------------------------
+
+
+def fail_lost_job(job: Job, error: str) -> bool:
+    """Mark a job failed whose worker process died; False if it had finished meanwhile."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.is_finished:
+            return False
+        if job.cancel_requested:
+            _finish(job, JobState.CANCELLED, message="Cancelled")
+        else:
+            _finish(job, JobState.FAILED, message="Failed", error=error)
+    return True
+
+
+@task_failure.connect
+def _job_process_died(sender=None, task_id=None, exception=None, **kwargs) -> None:
+    """In the worker's main process: a job's process was killed (hard time limit, out of memory).
+
+    The job's own code cannot record that, so the parent does; without this the job would stay
+    `running` for ever.
+    """
+    if not isinstance(exception, (TimeLimitExceeded, WorkerLostError)) or not task_id:
+        return
+    job = Job.objects.filter(celery_task_id=task_id).first()
+    if job is None:
+        return
+    if isinstance(exception, TimeLimitExceeded):
+        error = (f"The job took longer than its hard time limit of {getattr(sender, 'time_limit', '?')} "
+                 "seconds and was stopped.")
+    else:
+        error = ("The process running this job stopped unexpectedly (for example, out of memory). "
+                 "Retry it; if it fails again, an administrator can look at the worker's log.")
+    fail_lost_job(job, error)
+
+
+def fail_orphaned_jobs() -> list[int]:
+    """Fail running jobs whose worker sent no heartbeat for longer than the allowed age.
+
+    Covers workers that died as a whole (machine lost, container killed). Run periodically by
+    beat; returns the ids of the jobs it failed.
+    """
+    import redis
+
+    from portal.celery import HEARTBEAT_PREFIX
+
+    max_age = settings.PORTAL_WORKER_HEARTBEAT_MAX_AGE
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+    try:
+        alive = {key.decode().removeprefix(HEARTBEAT_PREFIX)
+                 for key in client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100)}
+    finally:
+        client.close()
+    # A job started moments ago may belong to a worker whose first heartbeat is on its way.
+    settled = timezone.now() - dt.timedelta(seconds=max_age)
+    failed = []
+    running = Job.objects.filter(state=JobState.RUNNING, started_at__lt=settled).exclude(worker="")
+    for job in running.exclude(worker__in=alive):
+        if fail_lost_job(job, (
+            f"The worker running this job ({job.worker}) stopped while it was running. "
+            "Retry it to run it again."
+        )):
+            logger.warning("job %s failed: its worker %s is gone", job.pk, job.worker)
+            failed.append(job.pk)
+    return failed

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -96,7 +97,13 @@ def redis_dependent_settings(redis_url: str) -> dict:
         "CHANNEL_LAYERS": {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [redis_url], "capacity": 1000, "expiry": 30},
+                "CONFIG": {
+                    # channels-redis blocks up to 5 s per read (BZPOPMIN); the read timeout must be
+                    # longer, or idle websockets die (redis-py 8 defaults to 5 s).
+                    "hosts": [{"address": redis_url, "socket_timeout": 30, "socket_keepalive": True}],
+                    "capacity": 1000,
+                    "expiry": 30,
+                },
             }
         },
     }
@@ -241,6 +248,19 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 PORTAL_JOB_SOFT_TIME_LIMIT = env.int("PORTAL_JOB_SOFT_TIME_LIMIT", default=6 * 3600)
 PORTAL_JOB_TIME_LIMIT = env.int("PORTAL_JOB_TIME_LIMIT", default=6 * 3600 + 300)
+# Periodic work, run by one `celery beat` process: an integrity scrub of the data directory every
+# PORTAL_SCRUB_INTERVAL_HOURS (0 switches it off), read at most PORTAL_SCRUB_RATE_LIMIT_MB_S MiB/s
+# (0: unlimited) so it does not starve uploads and tile reads; expired sessions are cleared daily.
+PORTAL_SCRUB_INTERVAL_HOURS = env.float("PORTAL_SCRUB_INTERVAL_HOURS", default=24 * 7)
+PORTAL_SCRUB_RATE_LIMIT_MB_S = env.float("PORTAL_SCRUB_RATE_LIMIT_MB_S", default=200)
+CELERY_BEAT_SCHEDULE = {
+    "clear-expired-sessions": {"task": "portal.clear_expired_sessions", "schedule": 24 * 3600.0},
+    "fail-orphaned-jobs": {"task": "portal.fail_orphaned_jobs", "schedule": 60.0},
+}
+if PORTAL_SCRUB_INTERVAL_HOURS > 0:
+    CELERY_BEAT_SCHEDULE["integrity-scrub"] = {
+        "task": "portal.start_scheduled_scrub", "schedule": PORTAL_SCRUB_INTERVAL_HOURS * 3600,
+    }
 # /readyz wants a worker heartbeat no older than this many seconds.
 PORTAL_WORKER_HEARTBEAT_MAX_AGE = env.int("PORTAL_WORKER_HEARTBEAT_MAX_AGE", default=30)
 PORTAL_WORKER_HEARTBEAT_INTERVAL = env.int("PORTAL_WORKER_HEARTBEAT_INTERVAL", default=5)

@@ -31,12 +31,17 @@ def publish(job: Job, message: str) -> None:
     save_and_publish(job, ["message"])
 
 
+async def owner_with_job_and_socket(username: str) -> tuple[User, Job, WebsocketCommunicator]:
+    owner = await sync_to_async(User.objects.create_user)(username)
+    job = await sync_to_async(Job.objects.create)(kind="portal.scrub", created_by=owner)
+    socket = connect_as(owner)
+    await joined(socket)
+    return owner, job, socket
+
+
 def test_permission_is_rechecked_for_every_message():
     async def scenario():
-        owner = await sync_to_async(User.objects.create_user)("owner")
-        job = await sync_to_async(Job.objects.create)(kind="portal.scrub", created_by=owner)
-        socket = connect_as(owner)
-        await joined(socket)
+        owner, job, socket = await owner_with_job_and_socket("owner")
         await sync_to_async(publish)(job, "first")
         assert (await socket.receive_json_from(timeout=5))["job"]["message"] == "first"
         owner.is_active = False
@@ -79,5 +84,17 @@ def test_object_subscriptions_follow_view_rights_on_the_object():
         assert await outsider.receive_nothing(timeout=0.5)
         await outsider.disconnect()
         await watcher.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_an_idle_socket_still_hears_updates():
+    """Sockets outlive several of the channel layer's blocking reads (5 s each) without updates."""
+    async def scenario():
+        _, job, socket = await owner_with_job_and_socket("idle")
+        assert await socket.receive_nothing(timeout=11, interval=0.5)
+        await sync_to_async(publish)(job, "after a quiet while")
+        assert (await socket.receive_json_from(timeout=5))["job"]["message"] == "after a quiet while"
+        await socket.disconnect()
 
     async_to_sync(scenario)()
