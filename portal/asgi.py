@@ -5,7 +5,15 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.dev")
-django_asgi_app = get_asgi_application()
+# The web server shares database connections through a pool (see `database_settings`); set only
+# while the settings load, so processes started from here (and forking workers) do not inherit it.
+_pool_set_here = "PORTAL_DATABASE_POOL" not in os.environ
+os.environ.setdefault("PORTAL_DATABASE_POOL", "true")
+try:
+    django_asgi_app = get_asgi_application()
+finally:
+    if _pool_set_here:
+        del os.environ["PORTAL_DATABASE_POOL"]
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402

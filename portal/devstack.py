@@ -1,7 +1,8 @@
 """Run the whole portal on one machine: `python -m portal.devstack run` (via `./dev run`).
 
 Starts the embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL point elsewhere),
-migrates, loads demo data, then runs the ASGI web server and a Celery worker for every queue.
+migrates, loads demo data, then runs the ASGI web server and a Celery worker for every queue
+(with beat inside it).
 Prints the URL and demo credentials; Ctrl-C stops every process it started.
 """
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from portal.embedded import DEFAULT_STATE_ROOT, REPO_ROOT, EmbeddedStack
 
@@ -58,8 +60,6 @@ def run() -> int:
     port = os.environ.get("PORTAL_PORT", "8000")
     stack = None
     if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
-        from pathlib import Path
-
         print("Starting embedded PostgreSQL and Redis …", flush=True)
         stack = EmbeddedStack(Path(state) / "dev")
         stack.start()
@@ -78,7 +78,10 @@ def run() -> int:
         processes.append(subprocess.Popen(
             _python("-m", "celery", "-A", "portal", "worker", "-Q", "default,tiles,crypto,gpu",
                     "--concurrency", os.environ.get("PORTAL_WORKER_CONCURRENCY", "2"),
-                    "--loglevel", "INFO", "--hostname", "dev-worker@%h"),
+                    "--loglevel", "INFO", "--hostname", "dev-worker@%h",
+                    # beat inside the worker (periodic scrub, jobs of lost workers); one process
+                    # fewer than production, where beat runs on its own
+                    "--beat", "--schedule", str(Path(state) / "celerybeat-schedule")),
             cwd=REPO_ROOT, start_new_session=True,
         ))
         processes.append(subprocess.Popen(
@@ -115,8 +118,6 @@ def run() -> int:
 
 def manage(args: list[str]) -> int:
     """Run a manage.py command against the embedded servers, starting them if needed."""
-    from pathlib import Path
-
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings.dev")
     stack = None
     if not os.environ.get("DATABASE_URL"):

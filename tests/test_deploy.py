@@ -287,6 +287,7 @@ def test_production_roles_behind_nginx(service_env, service_logs, tmp_path):
     HTTPS, websockets through the proxy, a job from the API to the worker, beat starting a scrub."""
     import requests
     from django.conf import settings
+    from django.db import connection
     from websockets.sync.client import connect
 
     from portal.embedded import EmbeddedRedis, load_config
@@ -375,6 +376,18 @@ def test_production_roles_behind_nginx(service_env, service_logs, tmp_path):
             updates = receive_updates(socket, job_id, timeout=30)
         assert updates[-1]["state"] == "succeeded" and updates[-1]["progress"] == 1.0
         assert [u["sequence"] for u in updates] == sorted(u["sequence"] for u in updates)
+
+        # The web server reuses database connections (a pool) instead of opening one per request.
+        def sessions_opened() -> int:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+                return cursor.fetchone()[0]
+
+        web.get(f"{base}/api/v1/me/", headers=bearer(secret), timeout=5)
+        before = sessions_opened()
+        for _ in range(10):
+            assert web.get(f"{base}/api/v1/me/", headers=bearer(secret), timeout=5).status_code == 200
+        assert sessions_opened() - before <= 1
 
         # Beat starts the scheduled integrity scrub; the worker runs it.
         beat = ManagedProcess("prod-beat", [entrypoint, "beat"], env, service_logs).start()

@@ -96,6 +96,7 @@ def test_run_command_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert jobs.status_code == 200
         assert len([p for p in (state / "data").rglob("*") if p.is_file()]) >= 24, "demo data missing"
 
+        assert list(state.glob("celerybeat-schedule*")), "beat is not running"
         started = processes_using(state)
         kinds = " ".join(started.values())
         for expected in ("postgres", "redis", "celery", "uvicorn"):

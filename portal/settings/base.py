@@ -85,8 +85,20 @@ REDIS_URL = env.str("REDIS_URL", default="")
 def database_settings(url: str) -> dict:
     """Django DATABASES from one URL, with persistent connections and health checks."""
     db = environ.Env.db_url_config(url)
-    db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    db["CONN_HEALTH_CHECKS"] = True
+    if env.bool("PORTAL_DATABASE_POOL", default=False):
+        # The ASGI server runs each request on a thread of its own, so thread-bound persistent
+        # connections would mean a new connection (and password handshake) per request; a pool
+        # shares connections between threads. `portal/asgi.py` switches it on.
+        db["CONN_MAX_AGE"] = 0
+        db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": env.int("PORTAL_DATABASE_POOL_SIZE", default=20),
+            "timeout": 10,
+            "max_idle": 300,
+        }
+    else:
+        db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+        db["CONN_HEALTH_CHECKS"] = True
     return {"default": db}
 
 
