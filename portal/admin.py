@@ -27,17 +27,11 @@ class JobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only: the audit log is append-only."""
-
-    list_display = ("timestamp", "actor_repr", "action", "object_type", "object_repr", "ip_address")
-    list_filter = ("action", "object_type", "timestamp")
-    search_fields = ("actor_repr", "action", "object_repr", "object_id")
-    date_hierarchy = "timestamp"
+class AppendOnlyAdmin(admin.ModelAdmin):
+    """For records the database itself keeps append-only (audit log, metadata events): view only."""
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in AuditEvent._meta.fields]
+        return [f.name for f in self.model._meta.fields]
 
     def has_add_permission(self, request):
         return False
@@ -47,6 +41,16 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(AppendOnlyAdmin):
+    """Read-only: the audit log is append-only."""
+
+    list_display = ("timestamp", "actor_repr", "action", "object_type", "object_repr", "ip_address")
+    list_filter = ("action", "object_type", "timestamp")
+    search_fields = ("actor_repr", "action", "object_repr", "object_id")
+    date_hierarchy = "timestamp"
 
 
 @admin.register(ApiToken)

@@ -15,11 +15,8 @@ job's channel groups (see `portal.consumers`).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import os
-import threading
 import time
 import traceback
 import uuid
@@ -30,7 +27,6 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from celery.signals import task_failure
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
@@ -39,6 +35,7 @@ from rest_framework import serializers
 
 from portal.models import Job, JobState
 from portal.models.jobs import FINAL_STATES
+from portal.services.realtime import publish
 
 logger = logging.getLogger(__name__)
 
@@ -159,45 +156,9 @@ def save_and_publish(job: Job, fields: list[str]) -> None:
     """Persist `fields` of `job`, bump its sequence and push the new state to its groups."""
     job.sequence += 1
     job.save(update_fields=[*fields, "sequence"])
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    message = {"type": "job.update", "job": job_payload(job)}
-    try:
-        _publisher.send(layer, job_groups(job), message)
-    except Exception:  # a dead Redis must not fail the job itself
-        logger.warning("could not publish job %s update", job.pk, exc_info=True)
+    publish(job_groups(job), {"type": "job.update", "job": job_payload(job)})
 
 
-class _Publisher:
-    """Sends channel-layer messages from synchronous code through one long-lived event loop.
-
-    `async_to_sync` would build a new loop, and with it a new Redis connection, for every update
-    (tens of milliseconds each); one loop thread per process keeps the connection open.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid():  # new process after a fork
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="job-publisher", daemon=True).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
-
-    def send(self, layer, groups: list[str], message: dict, timeout: float = 5) -> None:
-        async def send_all() -> None:
-            for group in groups:
-                await layer.group_send(group, message)
-
-        asyncio.run_coroutine_threadsafe(send_all(), self._ensure_loop()).result(timeout)
-
-
-_publisher = _Publisher()
 
 
 # --- starting, cancelling, retrying -----------------------------------------------------------
