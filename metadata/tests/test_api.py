@@ -296,3 +296,37 @@ def test_catalogue_read_by_all_changed_by_admins(api, template):
 def test_deleting_a_project_with_history_is_refused(api, project, filled):
     expect(api("owner").delete(f"/api/v1/projects/{project.pk}/"), 400)
     assert Project.objects.filter(pk=project.pk).exists()
+
+
+@pytest.mark.parametrize(
+    "path", ["", "members/", "kinds/", "columns/", "entities/", "events/", "matrix/", "batches/"]
+)
+def test_list_queries_do_not_grow_with_rows(api, project, samples, people, path):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from metadata.services.entities import create_entities
+    from metadata.services.projects import set_member
+    from portal.models import User
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            expect(api("reader").get(f"/api/v1/projects/{project.pk}/{path}"), 200)
+        return len(captured.captured_queries)
+
+    def grow(n: int) -> None:
+        rows = create_entities(project.entity_kinds.get(key="sample"), n)
+        append_events(
+            project,
+            [{"entity": r.pk, "property": "tissue", "value": f"t{r.pk}"} for r in rows],
+            author=people["writer"],
+        )
+        for index in range(n):
+            set_member(
+                project, User.objects.create_user(f"m{rows[0].pk}-{index}"), "reader", actor=people["owner"]
+            )
+
+    grow(2)
+    few = count()
+    grow(15)
+    assert count() == few
