@@ -23,10 +23,16 @@ def people(db) -> dict[str, User | None]:
     }
 
 
+def catalogue_entry(key: str, **fields) -> Property:
+    """A property for the tests; shipped keys (species, tissue, sex) are overwritten for the test."""
+    prop, _ = Property.objects.update_or_create(key=key, defaults=fields)
+    return prop
+
+
 @pytest.fixture
 def template(db) -> Template:
-    species = Property.objects.create(
-        key="species",
+    species = catalogue_entry(
+        "species",
         label="Species",
         type=PropertyType.CHOICE,
         options=[
@@ -34,12 +40,14 @@ def template(db) -> Template:
             {"value": "Mus musculus", "description": "mouse"},
         ],
     )
-    age = Property.objects.create(
-        key="age", label="Age", type=PropertyType.INTEGER, unit="years", min_value=0, max_value=130
+    age = catalogue_entry(
+        "age", label="Age", type=PropertyType.INTEGER, unit="years", min_value=0, max_value=130
     )
-    tissue = Property.objects.create(key="tissue", label="Tissue", description="Where the sample was taken")
-    sex = Property.objects.create(
-        key="sex",
+    tissue = catalogue_entry(
+        "tissue", label="Tissue", type=PropertyType.TEXT, options=[], description="Where the sample was taken"
+    )
+    sex = catalogue_entry(
+        "sex",
         label="Sex",
         type=PropertyType.CHOICE,
         options=[{"value": "female"}, {"value": "male"}, {"value": "unknown"}],

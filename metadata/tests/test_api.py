@@ -285,7 +285,7 @@ def test_catalogue_read_by_all_changed_by_admins(api, template):
         "age",
     }
     expect(api("stranger").get("/api/v1/templates/tiny/"), 200)
-    body = {"key": "stain", "label": "Stain", "type": "choice", "options": [{"value": "H&E"}]}
+    body = {"key": "stain_batch", "label": "Stain batch", "type": "choice", "options": [{"value": "H&E"}]}
     expect(api("owner").post("/api/v1/properties/", body, format="json"), 403)
     expect(api("admin").post("/api/v1/properties/", body, format="json"), 201)
     expect(api("admin").post("/api/v1/properties/", {**body, "key": "x", "regex": "("}, format="json"), 400)
