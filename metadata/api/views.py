@@ -14,12 +14,12 @@ import uuid
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
-from django.shortcuts import get_object_or_404
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404  # a malformed id is a 404, not a 500
 from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -49,7 +49,10 @@ from portal.api.base import PortalModelViewSet, PortalReadOnlyViewSet, PortalVie
 def parse_moment(value: str | None, name: str = "at"):
     if value in (None, ""):
         return None
-    moment = parse_datetime(value)
+    try:
+        moment = parse_datetime(value)
+    except ValueError:  # well-formed but impossible, e.g. 30 February
+        moment = None
     if moment is None or moment.tzinfo is None:
         raise exceptions.ValidationError(
             {name: ["An ISO 8601 date and time with time zone, e.g. 2026-05-01T12:00:00Z."]}

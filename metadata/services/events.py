@@ -98,21 +98,25 @@ def _lock_project(project_id: int) -> dt.datetime:
         return cursor.fetchone()[0]
 
 
-def current_values(project: Project, cells: set[tuple[int, int]]) -> dict[tuple[int, int], object]:
-    """The latest stored value of each (entity id, property id) cell."""
+def current_values(
+    project: Project, cells: set[tuple[int, int]], *, before: dt.datetime | None = None
+) -> dict[tuple[int, int], object]:
+    """The latest stored value of each (entity id, property id) cell (strictly before `before`)."""
     if not cells:
         return {}
     entity_ids = sorted({e for e, _ in cells})
     property_ids = sorted({p for _, p in cells})
+    time_filter = "AND timestamp < %s" if before is not None else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             SELECT DISTINCT ON (entity_id, property_id) entity_id, property_id, value
             FROM metadata_event
             WHERE project_id = %s AND kind = 'set' AND entity_id = ANY(%s) AND property_id = ANY(%s)
+                  {time_filter}
             ORDER BY entity_id, property_id, timestamp DESC, id DESC
-            """,
-            [project.pk, entity_ids, property_ids],
+            """,  # noqa: S608 - only the fixed filter text is formatted in
+            [project.pk, entity_ids, property_ids, *([before] if before is not None else [])],
         )
         # Django has psycopg hand over jsonb as text (JSONField decodes it); so do we.
         return {(e, p): json.loads(v) if v is not None else None
@@ -192,23 +196,15 @@ def undo_batch(project: Project, batch: uuid.UUID, *, author) -> BatchResult:
         raise EventError("No such batch in this project.")
     cells = {(e.entity_id, e.property_id) for e in originals}
     now = current_values(project, cells)
+    # All events of a batch share its timestamp: one query finds every cell's value before it.
+    earlier = current_values(project, cells, before=originals[0].timestamp)
     raw, conflicts = [], []
     for event in originals:
-        if now.get((event.entity_id, event.property_id)) != event.value:
+        cell = (event.entity_id, event.property_id)
+        if now.get(cell) != event.value:
             conflicts.append({"entity": event.entity.mnemonic, "property": event.property.key})
             continue
-        before = (
-            Event.objects.filter(
-                entity_id=event.entity_id,
-                property_id=event.property_id,
-                kind=EventKind.SET,
-                timestamp__lt=event.timestamp,
-            )
-            .order_by("-timestamp", "-id")
-            .values_list("value", flat=True)
-            .first()
-        )
-        raw.append({"entity": event.entity_id, "property": event.property.key, "value": before})
+        raw.append({"entity": event.entity_id, "property": event.property.key, "value": earlier.get(cell)})
     if not raw:
         return BatchResult(batch=None, timestamp=None, conflicts=conflicts)
     result = append_events(project, raw, author=author, comment=f"Undo of batch {batch}")

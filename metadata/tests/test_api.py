@@ -277,6 +277,12 @@ def test_bad_query_parameters(api, project, samples):
     expect(api("writer").post(f"{base}/batches/not-a-uuid/undo/"), 404)
     expect(api("writer").post(f"{base}/batches/00000000-0000-0000-0000-000000000000/undo/"), 404)
     expect(api("reader").get("/api/v1/projects/999999/matrix/"), 404)
+    # Malformed ids and impossible dates are client errors too, never a 500.
+    expect(api("owner").get(f"{base}/entities/abc/"), 404)
+    expect(api("owner").get(f"{base}/entities/abc/history/", {"property": "tissue"}), 404)
+    expect(api("owner").post(f"{base}/events/abc/redact/", {"reason": "x"}, format="json"), 404)
+    expect(api("reader").get(f"{base}/matrix/", {"at": "2026-02-30T10:00:00Z"}), 400)
+    expect(api("reader").get(f"{base}/events/", {"since": "2026-02-30T10:00:00Z"}), 400)
 
 
 def test_catalogue_read_by_all_changed_by_admins(api, template):
