@@ -18,10 +18,14 @@ finally:
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from metadata.consumers import SheetConsumer  # noqa: E402
 from portal.consumers import JobProgressConsumer  # noqa: E402
 from portal.ws_auth import PortalAuthMiddlewareStack, PortalOriginValidator  # noqa: E402
 
-websocket_urlpatterns = [path("ws/jobs/", JobProgressConsumer.as_asgi())]
+websocket_urlpatterns = [
+    path("ws/jobs/", JobProgressConsumer.as_asgi()),
+    path("ws/metadata/projects/<int:project_pk>/", SheetConsumer.as_asgi()),
+]
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,

@@ -25,6 +25,25 @@ from portal.services.jobs import object_group
 MAX_SUBSCRIPTIONS = 500
 
 
+def visible_object_group(user, label, object_id) -> str | None:
+    """The job group of object `label` ("app.model") `object_id`, if `user` may see that object.
+
+    Only models with a `RestrictedQuerySet` qualify; anything else, or an object that does not
+    exist or is hidden, gives None (the two look alike to the client).
+    """
+    try:
+        app_label, model_name = str(label or "").split(".")
+        model = apps.get_model(app_label, model_name)
+        object_id = int(object_id)
+    except (TypeError, ValueError, LookupError):
+        return None
+    if not isinstance(model._default_manager.all(), RestrictedQuerySet):
+        return None
+    if model._default_manager.for_user(user, "view").filter(pk=object_id).exists():
+        return object_group(model._meta.app_label, model._meta.model_name, object_id)
+    return None
+
+
 class JobProgressConsumer(AsyncJsonWebsocketConsumer):
     """Job progress for one signed-in user."""
 
@@ -84,16 +103,9 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
                 if Job.objects.for_user(self.user, "view").filter(pk=job_id).exists():
                     return f"job.{job_id}"
                 return None
-            app_label, model_name = str(content.get("object", "")).split(".")
-            model = apps.get_model(app_label, model_name)
-            object_id = int(content.get("id"))
-        except (TypeError, ValueError, LookupError):
+        except (TypeError, ValueError):
             return None
-        if not isinstance(model._default_manager.all(), RestrictedQuerySet):
-            return None
-        if model._default_manager.for_user(self.user, "view").filter(pk=object_id).exists():
-            return object_group(model._meta.app_label, model._meta.model_name, object_id)
-        return None
+        return visible_object_group(self.user, content.get("object"), content.get("id"))
 
     @database_sync_to_async
     def _visible_job_payload(self, job_id: int) -> dict | None:

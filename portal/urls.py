@@ -29,6 +29,7 @@ portal_patterns = (
 
 urlpatterns = [
     path("", include(portal_patterns)),
+    path("", include("metadata.web.urls", namespace="metadata")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

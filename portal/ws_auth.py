@@ -20,12 +20,16 @@ def user_for_token(raw: str):
     checksum = hashlib.sha256(raw.encode()).hexdigest()
     token = AccessToken.objects.select_related("user").filter(token_checksum=checksum).first()
     if token is None or not token.is_valid(["read"]) or not token.user.is_active:
-        return None
-    return token.user
+        return None, ()
+    return token.user, tuple(token.scope.split())
 
 
 class TokenAuthMiddleware(BaseMiddleware):
-    """Sets scope["user"] from a bearer token when one is sent; else leaves the session user."""
+    """Sets scope["user"] from a bearer token when one is sent; else leaves the session user.
+
+    `scope["token_scopes"]` holds the token's scopes (None for a session): consumers that change
+    data check it for "write".
+    """
 
     async def __call__(self, scope, receive, send):
         raw = None
@@ -35,7 +39,8 @@ class TokenAuthMiddleware(BaseMiddleware):
         if raw:
             from django.contrib.auth.models import AnonymousUser
 
-            scope = dict(scope, user=await user_for_token(raw) or AnonymousUser())
+            user, scopes = await user_for_token(raw)
+            scope = dict(scope, user=user or AnonymousUser(), token_scopes=scopes)
         return await super().__call__(scope, receive, send)
 
 

@@ -57,3 +57,12 @@ def receive_updates(socket, job_id: int, timeout: float = 60) -> list[dict]:
             if message["job"]["state"] in ("succeeded", "failed", "cancelled"):
                 return updates
     raise AssertionError(f"job {job_id} did not finish; updates so far: {updates}")
+
+
+def sign_in(page, base: str, username: str, password: str) -> None:
+    page.goto(f"{base}/")
+    assert "/accounts/login/" in page.url
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/")

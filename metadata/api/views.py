@@ -42,7 +42,7 @@ from metadata.services import entities as entity_service
 from metadata.services import events as event_service
 from metadata.services import projects as project_service
 from metadata.services.matrix import batches, cell_history, events_as_matrix, matrix_difference
-from metadata.services.values import validation_message
+from metadata.services.values import invalid_cells
 from portal.api.base import PortalModelViewSet, PortalReadOnlyViewSet, PortalViewSetMixin
 
 
@@ -465,11 +465,7 @@ class EventViewSet(
                 "timestamp": result.timestamp,
                 "written": len(result.events),
                 "unchanged": result.unchanged,
-                "invalid": [
-                    {"entity": e.entity_id, "property": e.property.key, "message": message}
-                    for e in result.events
-                    if (message := validation_message(e.property, e.value))
-                ],
+                "invalid": invalid_cells(result.events),
             },
             status=status.HTTP_201_CREATED,
         )

@@ -31,7 +31,7 @@ def create_entities(
     first = kind.next_number
     kind.next_number = first + count
     kind.save(update_fields=["next_number"])
-    return Entity.objects.bulk_create(
+    created = Entity.objects.bulk_create(
         [
             Entity(
                 project_id=kind.project_id,
@@ -42,4 +42,24 @@ def create_entities(
             )
             for number in range(first, first + count)
         ]
+    )
+    transaction.on_commit(lambda: _announce(kind, created, user))
+    return created
+
+
+def _announce(kind: EntityKind, created: list[Entity], user) -> None:
+    """Tell open sheets of the project that rows were added (they fetch them)."""
+    from metadata.services.events import project_group
+    from portal.services.realtime import publish
+
+    publish(
+        [project_group(kind.project_id)],
+        {
+            "type": "metadata.rows",
+            "project": kind.project_id,
+            "kind": kind.key,
+            "entities": [e.pk for e in created[:1000]],
+            "count": len(created),
+            "author": getattr(user, "username", None),
+        },
     )

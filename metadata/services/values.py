@@ -130,3 +130,12 @@ def _plain(number: Decimal) -> str:
     """130, 0.5 – not 1.3E+2 or 0.5000000000."""
     text = format(number, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def invalid_cells(events) -> list[dict]:
+    """The cells of written events whose value does not fit its column, with the reason."""
+    return [
+        {"entity": e.entity_id, "property": e.property.key, "message": message}
+        for e in events
+        if (message := validation_message(e.property, e.value))
+    ]

@@ -16,5 +16,6 @@ urlpatterns = [
     path("", views.ApiRootView.as_view(), name="root"),
     path("me/", views.MeView.as_view(), name="me"),
     path("job-kinds/", views.JobKindListView.as_view(), name="job-kinds"),
+    path("links/<str:kind>/", views.LinkListView.as_view(), name="links"),
     *router.urls,
 ]

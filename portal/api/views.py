@@ -1,4 +1,4 @@
-"""Core API endpoints: jobs, job kinds, personal tokens, audit log, current user."""
+"""Core API endpoints: jobs, job kinds, personal tokens, audit log, current user, link targets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import datetime as dt
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -165,3 +166,33 @@ class ApiRootView(APIView):
             "schema": reverse("api-schema", request=request, format=format),
             "docs": reverse("api-docs", request=request, format=format),
         })
+
+
+class LinkListView(APIView):
+    """What ids of a link type (dataset, slide, study) name for you: label, URL, state.
+
+    `GET /api/v1/links/<type>/?ids=1,2,3`. An id you may not see is reported as not found, like
+    one that does not exist.
+    """
+
+    MAX_IDS = 1000
+
+    @extend_schema(
+        parameters=[OpenApiParameter("ids", str, required=True, description="Comma-separated ids.")],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, kind: str):
+        from portal.services.links import resolve_links
+
+        if kind not in LINK_KINDS:
+            raise exceptions.NotFound(f"No link type {kind!r}; use one of {', '.join(LINK_KINDS)}.")
+        raw = [part.strip() for part in request.query_params.get("ids", "").split(",") if part.strip()]
+        if not raw or not all(part.isdigit() and len(part) < 19 for part in raw):
+            raise exceptions.ValidationError({"ids": ["Give ?ids= as comma-separated whole numbers."]})
+        if len(raw) > self.MAX_IDS:
+            raise exceptions.ValidationError({"ids": [f"At most {self.MAX_IDS} ids per request."]})
+        found = resolve_links(request.user, kind, [int(part) for part in raw])
+        return Response({"type": kind, "results": [found[i] for i in sorted(found)]})
+
+
+LINK_KINDS = ("dataset", "slide", "study")

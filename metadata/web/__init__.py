@@ -1,0 +1,1 @@
+"""Web pages of the metadata app: projects, the sheet, import/export, entity pages and labels."""

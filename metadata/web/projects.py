@@ -1,0 +1,3 @@
+"""Pages: projects (built next)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Pages: transfer (built next)."""
+
+urlpatterns: list = []

@@ -1,0 +1,25 @@
+// Copy the built files of the pinned browser libraries (package.json) into static/vendor/.
+// Run `npm ci && npm run vendor` after changing a version; commit static/vendor/.
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+
+const root = join(dirname(new URL(import.meta.url).pathname), "..");
+const files = {
+  "tabulator-tables": [
+    ["dist/js/tabulator_esm.min.mjs", "tabulator/tabulator_esm.min.js"],
+    ["dist/css/tabulator.min.css", "tabulator/tabulator.min.css"],
+    ["LICENSE", "tabulator/LICENSE"],
+  ],
+};
+const versions = {};
+for (const [pkg, list] of Object.entries(files)) {
+  const source = join(root, "node_modules", pkg);
+  versions[pkg] = JSON.parse(readFileSync(join(source, "package.json"))).version;
+  for (const [from, to] of list) {
+    const target = join(root, "static", "vendor", to);
+    mkdirSync(dirname(target), { recursive: true });
+    copyFileSync(join(source, from), target);
+  }
+}
+writeFileSync(join(root, "static", "vendor", "VERSIONS.json"), JSON.stringify(versions, null, 2) + "\n");
+console.log("static/vendor:", versions);
