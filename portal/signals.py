@@ -6,11 +6,15 @@ from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models.signals import m2m_changed, post_save, pre_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from portal.services.audit import record_audit_event
 
 User = get_user_model()
+
+# Sent by `manage.py load_demo_data` once the demo users exist, so that each app adds its own demo
+# data without the core knowing the apps: kwargs `admin`, `researcher` (users) and `log`.
+demo_data_requested = Signal()
 PRIVILEGE_FIELDS = ("is_staff", "is_superuser", "is_active")
 _ADMIN_ACTIONS = {ADDITION: "add", CHANGE: "change", DELETION: "delete"}
 

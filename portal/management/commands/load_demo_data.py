@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from portal.devstack import DEMO_USERS
 from portal.models import StoredFile, User
 from portal.services.datastore import store_chunks
+from portal.signals import demo_data_requested
 
 DEMO_FILES = 24
 DEMO_FILE_SIZE = 4 * 1024 * 1024
@@ -49,6 +50,12 @@ class Command(BaseCommand):
             if not StoredFile.objects.filter(path=path).exists():
                 store_chunks(path, demo_bytes(index, DEMO_FILE_SIZE))
                 written += 1
+        demo_data_requested.send(
+            sender=self.__class__,
+            admin=User.objects.get(username=DEMO_USERS[0][0]),
+            researcher=User.objects.get(username=DEMO_USERS[1][0]),
+            log=self.stdout.write,
+        )
         self.stdout.write(self.style.SUCCESS(
             f"demo data ready ({written} new files in {settings.PORTAL_DATA_DIR})"
         ))

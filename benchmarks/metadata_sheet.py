@@ -1,0 +1,48 @@
+"""The sheet's first screen in Debian's Chromium: from navigation to the first rows drawn and live.
+
+`first_screen_ms(base, username, password, project_id, runs)` signs in once, then loads
+`/projects/<id>/sheet/` `runs` times and reads, inside the page, the time from navigation start
+until the grid shows its first rows and the websocket is open (what a user waits for).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+
+READY = (
+    "window.portalSheet && window.portalSheet.ready"
+    " && document.querySelector('#sheet .tabulator-row') !== null"
+    " && document.getElementById('sheet-connection').dataset.state === 'open'"
+)
+
+
+def first_screen_ms(base: str, username: str, password: str, project_id: int, runs: int = 5) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise RuntimeError("Debian's chromium is needed for the sheet benchmark")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    samples, rows = [], 0
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{base}/accounts/login/")
+            page.get_by_label("Username").fill(username)
+            page.get_by_label("Password").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{base}/")
+            for _ in range(runs):
+                page.goto(f"{base}/projects/{project_id}/sheet/", wait_until="commit")
+                page.wait_for_function(READY, timeout=60_000, polling=10)
+                samples.append(page.evaluate("performance.now()"))
+                rows = page.evaluate("window.portalSheet.table.getDataCount()")
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    return {"median_ms": statistics.median(samples), "samples_ms": samples, "rows": rows}
