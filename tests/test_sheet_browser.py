@@ -189,6 +189,18 @@ def test_spreadsheet_tools(browser, asgi_server, lab):
     assert "bob" in dialog.inner_text() and "“skin”" in dialog.inner_text()
     dialog.get_by_role("button", name="Close").click()
 
+    # Recent changes: undo the fill-down (one batch); the cells get their earlier values back.
+    page.get_by_role("button", name="Recent changes").click()
+    changes = page.locator("#batches-dialog")
+    changes.locator("li").first.wait_for()
+    fill = changes.locator("li").nth(1)  # the newest is the slide link
+    assert "alice changed 2 cells" in fill.inner_text()
+    fill.get_by_role("button", name="Undo").click()
+    page.wait_for_function("document.getElementById('sheet-message').textContent.startsWith('Undone: 2 cells')")
+    changes.get_by_role("button", name="Close").click()
+    wait_cell(page, samples[2].pk, "tissue", "brain, left")
+    wait_cell(page, samples[3].pk, "tissue", "")
+
     # Add rows.
     page.locator("#add-count").fill("2")
     page.get_by_role("button", name="Add rows").click()
@@ -214,4 +226,15 @@ def test_spreadsheet_tools(browser, asgi_server, lab):
     page.get_by_role("button", name="Back to now").click()
     wait_cell(page, samples[1].pk, "tissue", "bone")
     page.screenshot(path=str(asgi_server.log_path.parent / "sheet.png"))
+
+    # A project admin redacts a value from the history (with a reason, audited).
+    page.on("dialog", lambda prompt: prompt.accept("personal data"))
+    cell(page, samples[0].pk, "tissue").click()
+    page.get_by_role("button", name="Cell history").click()
+    page.locator("#history-body li").first.wait_for()
+    page.locator("#history-body").get_by_role("button", name="Redact…").click()
+    page.wait_for_function("document.getElementById('sheet-message').textContent === 'The value was redacted.'")
+    wait_cell(page, samples[0].pk, "tissue", "")
+    page.wait_for_function("document.getElementById('history-body').textContent.includes('later redacted')")
+    assert Event.objects.get(entity=samples[0], property__key="tissue", kind="set").redacted
     context.close()

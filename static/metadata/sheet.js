@@ -642,9 +642,75 @@ async function showHistory(cell) {
     else if (ev.value === null) what = "cleared the cell";
     else what = `set “${display(ev.value)}”`;
     item.innerHTML = `<time>${escapeHtml(when)}</time> <strong>${escapeHtml(who)}</strong> ${escapeHtml(what)}${ev.comment && ev.kind !== "redaction" ? ` <span class="muted">– ${escapeHtml(ev.comment)}</span>` : ""}`;
+    if (config.role === "admin" && ev.kind === "set" && !ev.redacted && ev.value !== null) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "button small danger";
+      button.textContent = "Redact…";
+      button.title = "Remove this value from the history (e.g. personal data entered by mistake); recorded in the audit log";
+      button.addEventListener("click", () => redact(ev, cell));
+      item.append(" ", button);
+    }
     list.append(item);
   }
   body.replaceChildren(list);
+}
+
+async function redact(ev, cell) {
+  const reason = window.prompt(`Why is “${display(ev.value)}” removed from the history? (kept in the audit log)`);
+  if (!reason || !reason.trim()) return;
+  const response = await fetch(`${config.api}events/${ev.id}/redact/`, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(), Accept: "application/json" },
+    body: JSON.stringify({ reason }),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) { say(`Not redacted: ${Object.values(body).flat().join(" ")}`, "error"); return; }
+  say("The value was redacted.", "ok");
+  await reloadRows(false);
+  showHistory(table.getRow(cell.getRow().getData()._id)?.getCell(cell.getField()) || cell);
+}
+
+// --- recent changes and undo ----------------------------------------------------------------
+
+async function showBatches() {
+  const body = $("batches-body");
+  body.textContent = "Loading…";
+  $("batches-dialog").showModal();
+  const response = await fetch(`${config.api}batches/`, { credentials: "same-origin" });
+  if (!response.ok) { body.textContent = "The changes could not be loaded."; return; }
+  const list = (await response.json()).slice(0, 50);
+  if (!list.length) { body.textContent = "Nothing has been saved yet."; return; }
+  const ol = document.createElement("ol");
+  ol.className = "history-list";
+  for (const batch of list) {
+    const item = document.createElement("li");
+    item.innerHTML = `<time>${escapeHtml(new Date(batch.timestamp).toLocaleString())}</time> <strong>${escapeHtml(batch.author || "system")}</strong> changed ${batch.count} cell${batch.count === 1 ? "" : "s"}${batch.comment ? ` <span class="muted">– ${escapeHtml(batch.comment)}</span>` : ""}`;
+    if (config.canWrite) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "button small";
+      button.textContent = "Undo";
+      button.addEventListener("click", () => undoBatch(batch, button));
+      item.append(" ", button);
+    }
+    ol.append(item);
+  }
+  body.replaceChildren(ol);
+}
+
+async function undoBatch(batch, button) {
+  button.disabled = true;
+  const response = await fetch(`${config.api}batches/${batch.batch}/undo/`, {
+    method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf(), Accept: "application/json" },
+  });
+  const result = await response.json().catch(() => ({}));
+  if (!response.ok) { say(`Not undone: ${result.detail || Object.values(result).flat().join(" ")}`, "error"); button.disabled = false; return; }
+  const conflicts = result.conflicts.length
+    ? ` ${result.conflicts.length} cell${result.conflicts.length === 1 ? " was" : "s were"} changed again since and kept (${result.conflicts.map((c) => `${c.entity} ${c.property}`).join(", ")}).`
+    : "";
+  say(`Undone: ${result.written} cell${result.written === 1 ? "" : "s"} restored.${conflicts}`, conflicts ? "warn" : "ok");
+  showBatches();
 }
 
 // --- adding rows -----------------------------------------------------------------------------
@@ -692,6 +758,7 @@ async function start() {
   $("add-rows")?.addEventListener("click", addRows);
   $("fill-down")?.addEventListener("click", fillDown);
   $("show-history").addEventListener("click", () => showHistory(currentCell()));
+  $("show-batches").addEventListener("click", showBatches);
   $("clear-filters").addEventListener("click", () => { table.clearHeaderFilter(); table.clearSort(); });
   $("as-of-form").addEventListener("submit", showPast);
   $("back-to-now").addEventListener("click", backToNow);
