@@ -53,6 +53,19 @@ def _clean_data_dir(settings):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test's websockets get a channel layer of their own.
+
+    In-process websocket tests run each scenario in a new event loop; a layer kept from an
+    earlier test may hold asyncio locks bound to that test's (closed) loop.
+    """
+    yield
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(scope="session")
 def service_env(django_db_setup) -> dict[str, str]:
     """Environment for subprocesses: same settings module, servers and test database."""

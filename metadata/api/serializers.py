@@ -17,6 +17,7 @@ from metadata.models import (
     Template,
     TemplateProperty,
 )
+from metadata.services.qr import entity_url
 from portal.api.base import StrictModelSerializer, StrictSerializer
 
 
@@ -172,7 +173,8 @@ class EntitySerializer(serializers.ModelSerializer):
         fields = ["id", "mnemonic", "kind", "parent", "url", "created_at"]
 
     def get_url(self, entity) -> str:
-        return f"/projects/{entity.project_id}/entities/{entity.mnemonic}/"
+        """The deep link: the entity's page, the address its QR code encodes."""
+        return entity_url(entity, self.context.get("request"))
 
 
 class CreateEntitiesSerializer(StrictSerializer):

@@ -4,6 +4,7 @@ from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
 from metadata.api import views
+from metadata.api.qr_views import EntityQRView
 
 app_name = "metadata-api"
 
@@ -22,6 +23,8 @@ project_router.register("batches", views.BatchViewSet, basename="batch")
 
 urlpatterns = [
     *router.urls,
+    re_path(r"^projects/(?P<project_pk>\d+)/entities/(?P<pk>\d+)/qr/$", EntityQRView.as_view(),
+            name="entity-qr"),
     *[
         re_path(r"^projects/(?P<project_pk>\d+)/" + str(p.pattern).removeprefix("^"), p.callback, name=p.name)
         for p in project_router.urls

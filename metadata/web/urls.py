@@ -1,7 +1,13 @@
 """Pages of the metadata app (namespace `metadata`), gathered from the modules that serve them."""
 
-from metadata.web import projects, sheet, transfer
+from metadata.web import catalogue, entities, projects, sheet, transfer
 
 app_name = "metadata"
 
-urlpatterns = [*projects.urlpatterns, *sheet.urlpatterns, *transfer.urlpatterns]
+urlpatterns = [
+    *projects.urlpatterns,
+    *entities.urlpatterns,
+    *sheet.urlpatterns,
+    *transfer.urlpatterns,
+    *catalogue.urlpatterns,
+]
