@@ -82,6 +82,15 @@ class JoinSerializer(StrictSerializer):
     message = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 
+class ApplyTemplateSerializer(StrictSerializer):
+    template = serializers.SlugRelatedField(slug_field="key", queryset=Template.objects.all())
+
+
+class ChangeColumnSerializer(StrictSerializer):
+    position = serializers.IntegerField(min_value=0, required=False, help_text="0: first column of its kind.")
+    required = serializers.BooleanField(required=False)
+
+
 class DecideSerializer(StrictSerializer):
     role = serializers.ChoiceField(choices=ProjectRole.choices, required=False, default=ProjectRole.READER)
 

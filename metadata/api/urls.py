@@ -3,7 +3,7 @@
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from metadata.api import views
+from metadata.api import io_views, views
 from metadata.api.qr_views import EntityQRView
 
 app_name = "metadata-api"
@@ -20,6 +20,9 @@ project_router.register("entities", views.EntityViewSet, basename="entity")
 project_router.register("events", views.EventViewSet, basename="event")
 project_router.register("matrix", views.MatrixViewSet, basename="matrix")
 project_router.register("batches", views.BatchViewSet, basename="batch")
+project_router.register("imports", io_views.ImportViewSet, basename="import")
+project_router.register("export", io_views.MatrixExportViewSet, basename="export")
+project_router.register("events/export", io_views.HistoryExportViewSet, basename="event-export")
 
 urlpatterns = [
     *router.urls,

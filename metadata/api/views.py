@@ -168,6 +168,19 @@ class ProjectViewSet(PortalModelViewSet):
             raise service_errors(exc) from exc
         return Response(s.JoinRequestSerializer(join).data, status=status.HTTP_201_CREATED)
 
+    @action(detail=True, methods=["post"], serializer_class=s.ApplyTemplateSerializer,
+            url_path="apply-template")
+    def apply_template(self, request, pk=None):
+        """Add the kinds and columns of a template that the project lacks (project admins)."""
+        project = self.get_object()
+        self._require(project, "admin")
+        data = self.get_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        project_service.apply_template_audited(
+            project, data.validated_data["template"], actor=request.user, request=request
+        )
+        return Response(s.ProjectSerializer(project, context=self.get_serializer_context()).data)
+
     @action(detail=True, methods=["get"], url_path="join-requests")
     def join_requests(self, request, pk=None):
         project = self.get_object()
@@ -313,15 +326,21 @@ class ColumnViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """The project's columns; project admins add catalogue properties or remove columns."""
+    """The project's columns; project admins add catalogue properties, move, require or remove them.
+
+    Removing a column keeps its values in the history; adding it again shows them.
+    """
 
     queryset = ProjectProperty.objects.select_related("entity_kind", "property")
     serializer_class = s.ColumnSerializer
     pagination_class = None
-    action_roles = {"create": "admin", "destroy": "admin"}
+    action_roles = {"create": "admin", "destroy": "admin", "partial_update": "admin"}
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_serializer_class(self):
-        return s.AddColumnSerializer if self.action == "create" else s.ColumnSerializer
+        return {"create": s.AddColumnSerializer, "partial_update": s.ChangeColumnSerializer}.get(
+            self.action, s.ColumnSerializer
+        )
 
     def create(self, request, *args, **kwargs):
         data = s.AddColumnSerializer(data=request.data)
@@ -329,19 +348,28 @@ class ColumnViewSet(
         kind = self.project.entity_kinds.filter(key=data.validated_data["entity_kind"]).first()
         if kind is None:
             raise exceptions.ValidationError({"entity_kind": ["No such kind of row in this project."]})
-        prop = data.validated_data["property"]
-        if ProjectProperty.objects.filter(project=self.project, entity_kind=kind, property=prop).exists():
-            raise exceptions.ValidationError({"property": ["This column exists already."]})
-        last = ProjectProperty.objects.filter(project=self.project, entity_kind=kind).count()
-        column = ProjectProperty.objects.create(
-            project=self.project,
-            entity_kind=kind,
-            property=prop,
-            position=last,
-            required=data.validated_data["required"],
-            added_by=request.user,
-        )
+        try:
+            column = project_service.add_column(
+                self.project, kind, data.validated_data["property"],
+                required=data.validated_data["required"], actor=request.user, request=request,
+            )
+        except project_service.ProjectError as exc:
+            raise exceptions.ValidationError({"property": [str(exc)]}) from exc
         return Response(s.ColumnSerializer(column).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.ChangeColumnSerializer, responses={200: s.ColumnSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        column = self.get_object()
+        data = s.ChangeColumnSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not data.validated_data:
+            raise exceptions.ValidationError({"non_field_errors": ["Give position and/or required."]})
+        project_service.change_column(column, **data.validated_data, actor=request.user, request=request)
+        column.refresh_from_db()
+        return Response(s.ColumnSerializer(column).data)
+
+    def perform_destroy(self, instance):
+        project_service.remove_column(instance, actor=self.request.user, request=self.request)
 
 
 class EntityViewSet(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from metadata.models import (
@@ -46,13 +46,18 @@ def apply_template(project: Project, template: Template | None, *, user=None) ->
     """Add the template's entity kinds and columns the project does not have yet."""
     kinds_spec = template.entity_kinds if template and template.entity_kinds else DEFAULT_KINDS
     kinds = {k.key: k for k in project.entity_kinds.all()}
+    prefixes = {k.prefix for k in kinds.values()}
     for position, spec in enumerate(kinds_spec):
         if spec["key"] not in kinds:
+            prefix = spec.get("prefix", spec["key"][:1].upper())
+            if prefix in prefixes:  # taken by a kind the project has: use a longer one
+                prefix = next(p for n in range(2, 11) if (p := spec["key"][:n].upper()) not in prefixes)
+            prefixes.add(prefix)
             kinds[spec["key"]] = EntityKind.objects.create(
                 project=project,
                 key=spec["key"],
                 label=spec.get("label", spec["key"].title()),
-                prefix=spec.get("prefix", spec["key"][:1].upper()),
+                prefix=prefix,
                 position=position,
             )
     for spec in kinds_spec:
@@ -75,6 +80,71 @@ def apply_template(project: Project, template: Template | None, *, user=None) ->
             required=link.required,
             added_by=user,
         )
+
+
+@transaction.atomic
+def apply_template_audited(project: Project, template: Template, *, actor, request=None) -> None:
+    """A project admin adds what `template` has and the project lacks (kinds, columns)."""
+    apply_template(project, template, user=actor)
+    record_audit_event("project.template_applied", actor=actor, request=request, obj=project,
+                       template=template.key)
+
+
+# --- columns ----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def add_column(project: Project, kind: EntityKind, prop, *, required: bool = False, actor,
+               request=None) -> ProjectProperty:
+    """Add catalogue property `prop` as the last column of `kind` rows."""
+    if ProjectProperty.objects.filter(project=project, entity_kind=kind, property=prop).exists():
+        raise ProjectError(f"{kind.label} rows have this column already.")
+    last = ProjectProperty.objects.filter(project=project, entity_kind=kind).aggregate(
+        last=models.Max("position"))["last"]
+    column = ProjectProperty.objects.create(
+        project=project, entity_kind=kind, property=prop, position=0 if last is None else last + 1,
+        required=required, added_by=actor,
+    )
+    record_audit_event("project.column_added", actor=actor, request=request, obj=project,
+                       property=prop.key, entity_kind=kind.key)
+    return column
+
+
+@transaction.atomic
+def remove_column(column: ProjectProperty, *, actor, request=None) -> None:
+    """Remove a column from the sheet; its values stay in the history (add it again to see them)."""
+    column.delete()
+    record_audit_event("project.column_removed", actor=actor, request=request, obj=column.project,
+                       property=column.property.key, entity_kind=column.entity_kind.key)
+
+
+@transaction.atomic
+def change_column(column: ProjectProperty, *, position: int | None = None, required: bool | None = None,
+                  actor, request=None) -> ProjectProperty:
+    """Move a column to `position` (0 = first of its kind) and/or make it required or optional."""
+    changed = {}
+    if position is not None:
+        siblings = list(
+            ProjectProperty.objects.select_for_update()
+            .filter(project_id=column.project_id, entity_kind_id=column.entity_kind_id)
+            .exclude(pk=column.pk)
+            .order_by("position", "id")
+        )
+        position = max(0, min(position, len(siblings)))
+        siblings.insert(position, column)
+        for index, sibling in enumerate(siblings):
+            if sibling.position != index or sibling.pk == column.pk:
+                sibling.position = index
+                sibling.save(update_fields=["position"])
+        changed["position"] = position
+    if required is not None and required != column.required:
+        column.required = required
+        column.save(update_fields=["required"])
+        changed["required"] = required
+    if changed:
+        record_audit_event("project.column_changed", actor=actor, request=request, obj=column.project,
+                           property=column.property.key, entity_kind=column.entity_kind.key, **changed)
+    return column
 
 
 def set_member(project: Project, user, role: str, *, actor, request=None) -> Membership:

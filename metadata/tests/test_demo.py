@@ -22,7 +22,10 @@ def test_demo_metadata_is_loaded_once_with_three_batches(db, settings):
     assert {m.user.username: m.role for m in project.memberships.select_related("user")} == {
         "researcher": "admin", "admin": "writer"}
     assert [b["comment"] for b in batches(project)] == [
-        "Corrections after the tumour board", "Libraries from the sequencing core", "Sample sheet from the clinic"]
+        "Corrections after the tumour board",
+        "Libraries from the sequencing core",
+        "Sample sheet from the clinic",
+    ]
     matrix = events_as_matrix(project)
     columns = {(c.entity_kind.key, c.property.key): c.property for c in matrix.columns}
     invalid = [

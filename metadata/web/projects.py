@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Q
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
@@ -316,23 +316,12 @@ class ProjectSettingsView(ProjectPageMixin, View):
             if not form.is_valid():
                 return self._render(request, add_column=form, status=400)
             kind, prop = form.cleaned_data["entity_kind"], form.cleaned_data["property"]
-            if ProjectProperty.objects.filter(project=project, entity_kind=kind, property=prop).exists():
-                form.add_error("property", f"{kind.label} rows have this column already.")
+            try:
+                project_service.add_column(project, kind, prop, required=form.cleaned_data["required"],
+                                           actor=request.user, request=request)
+            except project_service.ProjectError as exc:
+                form.add_error("property", str(exc))
                 return self._render(request, add_column=form, status=400)
-            last = ProjectProperty.objects.filter(project=project, entity_kind=kind).aggregate(
-                last=Max("position")
-            )["last"]
-            ProjectProperty.objects.create(
-                project=project,
-                entity_kind=kind,
-                property=prop,
-                position=0 if last is None else last + 1,
-                required=form.cleaned_data["required"],
-                added_by=request.user,
-            )
-            record_audit_event(
-                "project.column_added", request=request, obj=project, property=prop.key, entity_kind=kind.key
-            )
             messages.success(request, f"Column “{prop.label}” added to {kind.label} rows.")
         elif action in ("remove_column", "move_up", "move_down", "toggle_required"):
             column = (
@@ -343,28 +332,28 @@ class ProjectSettingsView(ProjectPageMixin, View):
             if column is None:
                 raise Http404("No such column.")
             if action == "remove_column":
-                column.delete()
-                record_audit_event(
-                    "project.column_removed",
-                    request=request,
-                    obj=project,
-                    property=column.property.key,
-                    entity_kind=column.entity_kind.key,
-                )
+                project_service.remove_column(column, actor=request.user, request=request)
                 messages.success(
                     request,
                     f"Column “{column.property.label}” removed from {column.entity_kind.label} rows. "
                     "Its recorded values stay in the history; add the column again to see them.",
                 )
             elif action == "toggle_required":
-                column.required = not column.required
-                column.save(update_fields=["required"])
+                project_service.change_column(column, required=not column.required, actor=request.user,
+                                              request=request)
                 messages.success(
                     request,
                     f"“{column.property.label}” is now {'required' if column.required else 'optional'}.",
                 )
             else:
-                self._move(column, -1 if action == "move_up" else 1)
+                index = list(
+                    ProjectProperty.objects.filter(project=project, entity_kind=column.entity_kind_id)
+                    .order_by("position", "id").values_list("pk", flat=True)
+                ).index(column.pk)
+                project_service.change_column(
+                    column, position=max(0, index + (-1 if action == "move_up" else 1)),
+                    actor=request.user, request=request,
+                )
         elif action == "apply_template":
             template = (
                 Template.objects.for_user(request.user)
@@ -373,33 +362,11 @@ class ProjectSettingsView(ProjectPageMixin, View):
             )
             if template is None:
                 raise Http404("No such template.")
-            with transaction.atomic():
-                project_service.apply_template(project, template, user=request.user)
-            record_audit_event(
-                "project.template_applied", request=request, obj=project, template=template.key
-            )
+            project_service.apply_template_audited(project, template, actor=request.user, request=request)
             messages.success(request, f"Kinds and columns of “{template.name}” that were missing were added.")
         else:
             messages.error(request, "Unknown action.")
         return HttpResponseRedirect(reverse("metadata:project-settings", args=[project.pk]))
-
-    @staticmethod
-    @transaction.atomic
-    def _move(column: ProjectProperty, step: int) -> None:
-        """Swap a column with its neighbour; positions are renumbered 0, 1, 2 … on the way."""
-        siblings = list(
-            ProjectProperty.objects.select_for_update()
-            .filter(project_id=column.project_id, entity_kind_id=column.entity_kind_id)
-            .order_by("position", "id")
-        )
-        index = next(i for i, c in enumerate(siblings) if c.pk == column.pk)
-        other = index + step
-        if 0 <= other < len(siblings):
-            siblings[index], siblings[other] = siblings[other], siblings[index]
-        for position, sibling in enumerate(siblings):
-            if sibling.position != position:
-                sibling.position = position
-                sibling.save(update_fields=["position"])
 
 
 urlpatterns = [
