@@ -1,6 +1,6 @@
 // Copy the built files of the pinned browser libraries (package.json) into static/vendor/.
 // Run `npm ci && npm run vendor` after changing a version; commit static/vendor/.
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 const root = join(dirname(new URL(import.meta.url).pathname), "..");
@@ -18,7 +18,13 @@ for (const [pkg, list] of Object.entries(files)) {
   for (const [from, to] of list) {
     const target = join(root, "static", "vendor", to);
     mkdirSync(dirname(target), { recursive: true });
-    copyFileSync(join(source, from), target);
+    // Source maps are not shipped: drop the comments that point to them (Django's manifest
+    // storage would otherwise require the .map files when collecting static files).
+    let content = readFileSync(join(source, from));
+    if (/\.(js|css)$/.test(to)) {
+      content = content.toString().replace(/\n?\/[/*]# sourceMappingURL=\S+( \*\/)?\s*$/, "\n");
+    }
+    writeFileSync(target, content);
   }
 }
 writeFileSync(join(root, "static", "vendor", "VERSIONS.json"), JSON.stringify(versions, null, 2) + "\n");
