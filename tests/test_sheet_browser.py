@@ -114,6 +114,12 @@ def test_two_people_see_each_others_edits_live(browser, asgi_server, lab):
     assert cell_text(alice, first.pk, "species") == cell_text(bob, first.pk, "species") == stored(first, "species")
     assert navigations == [], "the sheet must update without reloading"
 
+    # A row's page links to it in the sheet: selected and in view.
+    alice.goto(f"{asgi_server.url}/projects/{project.pk}/sheet/?row={samples[3].mnemonic}")
+    alice.wait_for_function("window.portalSheet && window.portalSheet.ready")
+    alice.wait_for_function(
+        f"window.portalSheet.table.getRanges()[0]?.getRows()[0]?.getData()._id === {samples[3].pk}")
+
     # A reader sees edits live but cannot change anything.
     carol_context, carol = open_sheet(browser, asgi_server.url, "carol", project)
     assert carol.locator("#add-rows").count() == 0

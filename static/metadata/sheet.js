@@ -149,7 +149,11 @@ function tabulatorColumns(kind) {
     },
   ];
   if (kindInfo && kindInfo.parent) {
-    columns.push({ title: config.kinds.find((k) => k.key === kindInfo.parent)?.label || "Parent", field: "_parent", editable: false, headerFilter: "input", width: 110 });
+    columns.push({
+      title: config.kinds.find((k) => k.key === kindInfo.parent)?.label || "Parent", field: "_parent",
+      editable: false, headerFilter: "input", width: 110,
+      formatter: (cell) => cell.getValue() ? `<a href="${config.entityUrl}${encodeURIComponent(cell.getValue())}/">${escapeHtml(cell.getValue())}</a>` : "",
+    });
   }
   for (const column of columnsOf(kind)) {
     const [editor, editorParams] = editorFor(column);
@@ -429,6 +433,11 @@ function onMessage(message) {
 function onBatch(message) {
   if (state.at !== null) { say(`${message.author || "Someone"} changed ${message.count} cells (shown when you go back to now).`); return; }
   if (message.reload) { reloadRows(false); say(`${message.author || "Someone"} changed ${message.count} cells; sheet reloaded.`); return; }
+  if (state.buffer) state.buffer.push(message);
+  applyBatch(message, true);
+}
+
+function applyBatch(message, live) {
   const mine = message.author === config.user;
   const updates = new Map();
   let unknown = false;
@@ -446,7 +455,8 @@ function onBatch(message) {
       for (const id of updates.keys()) table.getRow(id)?.reformat();
     });
   }
-  if (unknown) reloadRows(false);
+  if (!live) return;
+  if (unknown && !state.buffer) reloadRows(false);
   if (!mine) say(`${message.author} changed ${message.count} cell${message.count === 1 ? "" : "s"}.`);
   const linkTypes = new Map(config.columns.filter((c) => c.link).map((c) => [c.key, c.type]));
   if (message.cells.some((c) => linkTypes.has(c.property) && Number.isInteger(c.value)
@@ -514,14 +524,32 @@ function redrawLinkCells(key) {
 
 // --- loading, kinds, the past -------------------------------------------------------------
 
-async function loadMatrix(at) {
-  const url = `${config.api}matrix/${at ? `?at=${encodeURIComponent(at.toISOString())}` : ""}`;
+const FIRST_PAGE = 300;  // rows shown at once; the rest follow in the background
+
+async function loadMatrix(at, limit) {
+  const params = new URLSearchParams();
+  if (at) params.set("at", at.toISOString());
+  if (limit) params.set("limit", String(limit));
+  const url = `${config.api}matrix/${params.size ? `?${params}` : ""}`;
   const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new Error(body.detail || Object.values(body).flat().join(" ") || `HTTP ${response.status}`);
   }
   return response.json();
+}
+
+// While a full load is on its way, batches keep arriving; they are applied to the rows shown and
+// kept, then applied again (in commit order) to the loaded rows, so no edit is lost.
+async function withBuffer(load) {
+  state.buffer = [];
+  try {
+    const matrix = await load();
+    takeRows(matrix);
+    for (const message of state.buffer) applyBatch(message, false);
+  } finally {
+    state.buffer = null;
+  }
 }
 
 function takeRows(matrix) {
@@ -538,7 +566,7 @@ function takeRows(matrix) {
 
 async function reloadRows(showMessage = true) {
   try {
-    takeRows(await loadMatrix(state.at));
+    await withBuffer(() => loadMatrix(state.at));
   } catch (error) {
     say(`Could not load the sheet: ${error.message}`, "error");
     return;
@@ -745,16 +773,27 @@ async function addRows() {
 
 async function start() {
   if (!config.kinds.length) { say("This project has no kinds of rows yet; a project admin adds them in the project settings."); return; }
+  let first;
   try {
-    takeRows(await loadMatrix(null));
+    first = await loadMatrix(null, FIRST_PAGE);
   } catch (error) {
     say(`Could not load the sheet: ${error.message}`, "error");
     return;
   }
+  takeRows(first);
+  const partial = first.total > first.rows.length;
+  if (partial) state.buffer = [];
   renderKinds();
   buildTable();
   connect();
-  resolveLinks();
+  let found = false;
+  table.on("tableBuilt", () => {
+    found = goToRequestedRow();
+    if (!found && !partial) say("That row is not in this sheet.", "warn");
+    if (partial) loadRest().then(() => { if (!found && !goToRequestedRow()) say("That row is not in this sheet.", "warn"); });
+  });
+  if (partial) say(`Showing the first ${first.rows.length} of ${first.total} rows; loading the rest…`);
+  else resolveLinks();
   $("add-rows")?.addEventListener("click", addRows);
   $("fill-down")?.addEventListener("click", fillDown);
   $("show-history").addEventListener("click", () => showHistory(currentCell()));
@@ -762,7 +801,42 @@ async function start() {
   $("clear-filters").addEventListener("click", () => { table.clearHeaderFilter(); table.clearSort(); });
   $("as-of-form").addEventListener("submit", showPast);
   $("back-to-now").addEventListener("click", backToNow);
-  window.portalSheet = { table, state, ready: true };  // for scripts and tests
+  window.portalSheet = { table, state, ready: true, complete: !partial };  // for scripts and tests
+}
+
+// `?row=S-0001` (from a row's own page): show that row's kind, scroll to the row and select it.
+function goToRequestedRow() {
+  const wanted = new URLSearchParams(location.search).get("row");
+  if (!wanted) return true;
+  for (const [kind, rows] of state.rowsByKind) {
+    const row = rows.find((r) => r._mnemonic === wanted);
+    if (!row) continue;
+    if (kind !== state.kind) switchKind(kind);
+    setTimeout(() => {
+      table.scrollToRow(row._id, "center", false).then(() => {
+        const cell = table.getRow(row._id)?.getCells()[1];
+        if (cell) { table.addRange(cell, cell); activeCell = cell; }
+      });
+    }, 0);
+    return true;
+  }
+  return false;  // not loaded (yet)
+}
+
+async function loadRest() {
+  try {
+    await withBuffer(() => loadMatrix(null));
+  } catch (error) {
+    state.buffer = null;
+    say(`Only part of the sheet could be loaded: ${error.message}`, "error");
+    return;
+  }
+  await table.replaceData(state.rowsByKind.get(state.kind) || []);
+  renderKinds();
+  countRows();
+  window.portalSheet.complete = true;
+  say("");
+  resolveLinks();
 }
 
 start();
