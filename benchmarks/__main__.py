@@ -4,7 +4,8 @@ Each figure is shown beside a reference measured in the same run on the same ser
 - job round trip and throughput (a `portal.scrub` job through the Job machinery) against a bare
   Celery task that only sets a Redis key;
 - API list latency (`GET /api/v1/jobs/`, 50 rows, bearer token) against `GET /api/v1/me/` with the
-  same token, and that call against `/healthz`, which touches nothing.
+  same token, and that call against `/healthz`, which touches nothing;
+- the derived metadata matrix (`benchmarks/metadata_matrix.py`) against folding all events in Python.
 Later issues add their own sections here.
 """
 
@@ -182,6 +183,10 @@ def main() -> int:
         wait_worker()
         rows = bench_jobs(rounds=5 if quick else 30, burst=20 if quick else 100)
         rows += bench_api(base, requests_count=20 if quick else 200)
+        from benchmarks.metadata_matrix import bench_matrix
+
+        matrix_rows, matrix_section = bench_matrix(base, quick=quick)
+        rows += matrix_rows
     finally:
         for proc in processes:
             proc.terminate()
@@ -199,6 +204,7 @@ def main() -> int:
     ]
     for name, ours, reference, what in rows:
         lines.append(f"| {name} | {ours:.1f} | {reference:.1f} | {ours / reference:.2f} | {what} |")
+    lines += matrix_section
     report = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "report.md").write_text(report)
     print(report)

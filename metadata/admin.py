@@ -11,10 +11,13 @@ from metadata.models import (
     EntityKind,
     Event,
     JoinRequest,
+    MatrixCache,
     Membership,
     Project,
     ProjectProperty,
     Property,
+    RowSnapshot,
+    RowState,
     Template,
     TemplateProperty,
 )
@@ -105,3 +108,28 @@ class EventAdmin(AppendOnlyAdmin):
     list_filter = ("kind", "redacted", "project", "timestamp")
     search_fields = ("entity__mnemonic", "property__key", "author__username", "comment")
     date_hierarchy = "timestamp"
+
+
+class DerivedAdmin(AppendOnlyAdmin):
+    """The matrix caches are derived from the events (`manage.py rebuild_matrix_cache`): view only."""
+
+
+@admin.register(RowState)
+class RowStateAdmin(DerivedAdmin):
+    list_display = ("entity", "project", "event_count", "last_event_at", "updated_at")
+    list_filter = ("project", "updated_at")
+    search_fields = ("entity__mnemonic", "project__name")
+
+
+@admin.register(RowSnapshot)
+class RowSnapshotAdmin(DerivedAdmin):
+    list_display = ("entity", "project", "taken_at")
+    list_filter = ("project", "taken_at")
+    search_fields = ("entity__mnemonic", "project__name")
+
+
+@admin.register(MatrixCache)
+class MatrixCacheAdmin(DerivedAdmin):
+    list_display = ("project", "rebuilt_at")
+    list_filter = ("rebuilt_at",)
+    search_fields = ("project__name",)

@@ -254,3 +254,19 @@ def test_spreadsheet_tools(browser, asgi_server, lab):
     page.wait_for_function("document.getElementById('history-body').textContent.includes('later redacted')")
     assert Event.objects.get(entity=samples[0], property__key="tissue", kind="set").redacted
     context.close()
+
+
+def test_a_long_sheet_shows_its_first_rows_then_all(browser, asgi_server, lab):
+    project, people, samples = lab
+    more = create_entities(project.entity_kinds.get(key="sample"), 400, user=people["alice"])
+    context, page = open_sheet(browser, asgi_server.url, "bob", project)
+    page.wait_for_function("window.portalSheet.complete", timeout=15000)
+    assert page.locator("#sheet-count").inner_text() == "404 rows"
+    # The last row came with the rest: it can be edited like the first.
+    page.evaluate(f"window.portalSheet.table.scrollToRow({more[-1].pk}, 'center', false)")
+    page.evaluate(f"window.portalSheet.table.getRow({more[-1].pk}).getCell('tissue').setValue('skin')")
+    deadline = time.monotonic() + 5
+    while stored(more[-1], "tissue") != "skin" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stored(more[-1], "tissue") == "skin"
+    context.close()

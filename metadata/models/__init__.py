@@ -1,5 +1,6 @@
 """Models of the metadata app, one module per theme."""
 
+from .cache import MatrixCache, RowSnapshot, RowState
 from .entities import Entity, EntityKind
 from .events import Event, EventKind
 from .projects import JoinRequest, JoinRequestState, Membership, Project, ProjectRole
@@ -12,12 +13,15 @@ __all__ = [
     "EventKind",
     "JoinRequest",
     "JoinRequestState",
+    "MatrixCache",
     "Membership",
     "Project",
     "ProjectProperty",
     "ProjectRole",
     "Property",
     "PropertyType",
+    "RowSnapshot",
+    "RowState",
     "Template",
     "TemplateProperty",
 ]
