@@ -1,8 +1,9 @@
 """The sheet's first screen in Debian's Chromium: from navigation to the first rows drawn and live.
 
-`first_screen_ms(base, username, password, project_id, runs)` signs in once, then loads
-`/projects/<id>/sheet/` `runs` times and reads, inside the page, the time from navigation start
-until the grid shows its first rows and the websocket is open (what a user waits for).
+`first_screen_ms(base, username, password, project_id, runs, query)` signs in once, then loads
+`/projects/<id>/sheet/<query>` `runs` times (`?all=1`: wait for every row before drawing) and
+reads, inside the page, the time from navigation start until the grid shows its first rows and
+the websocket is open (what a user waits for).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ READY = (
 )
 
 
-def first_screen_ms(base: str, username: str, password: str, project_id: int, runs: int = 5) -> dict:
+def first_screen_ms(
+    base: str, username: str, password: str, project_id: int, runs: int = 5, query: str = ""
+) -> dict:
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -36,7 +39,7 @@ def first_screen_ms(base: str, username: str, password: str, project_id: int, ru
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_url(f"{base}/")
         for _ in range(runs):
-            page.goto(f"{base}/projects/{project_id}/sheet/", wait_until="commit")
+            page.goto(f"{base}/projects/{project_id}/sheet/{query}", wait_until="commit")
             page.wait_for_function(READY, timeout=60_000, polling=10)
             samples.append(page.evaluate("performance.now()"))
             rows = page.evaluate("window.portalSheet.table.getDataCount()")

@@ -167,7 +167,7 @@ function tabulatorColumns(kind) {
       headerFilter: "input",
       headerFilterFunc: (term, value) => display(value).toLowerCase().includes(String(term).toLowerCase()),
       sorter: column.type === "integer" || column.type === "decimal" ? "number" : "string",
-      minWidth: 140, maxWidth: 360,
+      width: Math.min(260, Math.max(130, 16 + 8 * (column.label.length + (column.unit ? column.unit.length + 3 : 0)))),
       contextMenu: [{ label: "Cell history", action: (e, cell) => showHistory(cell) }],
     });
   }
@@ -183,8 +183,9 @@ function buildTable() {
   table = new Tabulator("#sheet", {
     height: "calc(100vh - 15rem)",
     renderVertical: "virtual",
+    renderHorizontal: "virtual",  // only the columns in view are drawn (sheets have 100+)
     index: "_id",
-    layout: "fitDataFill",
+    layout: "fitData",
     columns: tabulatorColumns(state.kind),
     data: state.rowsByKind.get(state.kind) || [],
     selectableRange: 1,
@@ -524,7 +525,8 @@ function redrawLinkCells(key) {
 
 // --- loading, kinds, the past -------------------------------------------------------------
 
-const FIRST_PAGE = 300;  // rows shown at once; the rest follow in the background
+// Rows shown at once; the rest follow in the background (`?all=1` waits for every row first).
+const FIRST_PAGE = new URLSearchParams(location.search).has("all") ? 0 : 100;
 
 async function loadMatrix(at, limit) {
   const params = new URLSearchParams();
@@ -774,13 +776,16 @@ async function addRows() {
 async function start() {
   if (!config.kinds.length) { say("This project has no kinds of rows yet; a project admin adds them in the project settings."); return; }
   let first;
+  performance.mark("sheet:start");
   try {
     first = await loadMatrix(null, FIRST_PAGE);
+    performance.mark("sheet:first-page");
   } catch (error) {
     say(`Could not load the sheet: ${error.message}`, "error");
     return;
   }
   takeRows(first);
+  performance.mark("sheet:rows");
   const partial = first.total > first.rows.length;
   if (partial) state.buffer = [];
   renderKinds();
@@ -788,6 +793,7 @@ async function start() {
   connect();
   let found = false;
   table.on("tableBuilt", () => {
+    performance.mark("sheet:table-built");
     found = goToRequestedRow();
     if (!found && !partial) say("That row is not in this sheet.", "warn");
     if (partial) loadRest().then(() => { if (!found && !goToRequestedRow()) say("That row is not in this sheet.", "warn"); });

@@ -13,6 +13,16 @@ function isDate(text) {
 }
 
 const plain = (n) => String(Number(n));
+const patterns = new Map();  // regex text -> RegExp (or null when it does not compile)
+
+function compiled(regex) {
+  if (!patterns.has(regex)) {
+    let pattern = null;
+    try { pattern = new RegExp(`^(?:${regex})$`, "u"); } catch { /* an invalid pattern flags nothing */ }
+    patterns.set(regex, pattern);
+  }
+  return patterns.get(regex);
+}
 
 export function validate(column, value) {
   if (value === null || value === undefined) return null;
@@ -35,9 +45,8 @@ export function validate(column, value) {
     return close ? `Not one of the options; did you mean '${close}'?` : "Not one of the options.";
   }
   if (column.regex && typeof value === "string") {
-    let pattern;
-    try { pattern = new RegExp(`^(?:${column.regex})$`, "u"); } catch { return null; }
-    if (!pattern.test(value)) return `Does not match the pattern ${column.regex}.`;
+    const pattern = compiled(column.regex);
+    if (pattern && !pattern.test(value)) return `Does not match the pattern ${column.regex}.`;
   }
   return null;
 }
