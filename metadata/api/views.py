@@ -559,7 +559,8 @@ class MatrixViewSet(ProjectScopedMixin, viewsets.ViewSet):
         limit = request.query_params.get("limit")  # the first rows, for the sheet while the rest load
         if limit not in (None, "") and (not limit.isdigit() or int(limit) < 1):
             raise exceptions.ValidationError({"limit": ["A number of rows, at least 1."]})
-        matrix = events_as_matrix(self.project, at=at)
+        limit = min(int(limit), 10**9) if limit else None
+        matrix = events_as_matrix(self.project, at=at, limit=limit)
         columns = [
             {
                 "key": c.property.key,
@@ -574,8 +575,8 @@ class MatrixViewSet(ProjectScopedMixin, viewsets.ViewSet):
         mnemonics = {r.id: r.mnemonic for r in matrix.rows}
         head = {"project": self.project.pk, "at": at, "columns": columns}
         rows = matrix.rows
-        if limit not in (None, ""):
-            rows, head["total"] = rows[: int(limit)], len(rows)
+        if limit is not None:
+            head["total"] = matrix.total
         if request.accepted_renderer.format == "json":
             return matrix_json_response(head, matrix, rows, mnemonics)
         response = Response(

@@ -23,6 +23,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from django.db import connection
+from psycopg.rows import tuple_row
 
 from metadata.models import Entity, EntityKind, Event, EventKind, MatrixCache, Project, ProjectProperty
 
@@ -186,6 +187,7 @@ class Matrix:
         self.kinds = kinds
         self.rows = rows
         self.values = values
+        self.total = len(rows)  # all rows, also when only the first were read
         self._entities: list[Entity] | None = None
 
     @property
@@ -239,6 +241,10 @@ PAST_SQL = """
 """
 
 
+COUNT_SQL = "SELECT count(*) FROM metadata_entity e WHERE e.project_id = %(project)s"
+COUNT_PAST_SQL = COUNT_SQL + " AND e.created_at <= %(at)s"
+
+
 def _matrix_rows(cursor) -> Callable[[Sequence], MatrixRow]:
     """psycopg row factory: rows arrive as MatrixRow, with no tuple in between to collect."""
     return MatrixRow._make
@@ -249,21 +255,27 @@ def _recorded_keys(project_id: int) -> dict[str, int]:
     return keys or {}
 
 
-def events_as_matrix(project: Project, at: dt.datetime | None = None) -> Matrix:
+def events_as_matrix(project: Project, at: dt.datetime | None = None, *, limit: int | None = None) -> Matrix:
     """The project's sheet at `at` (now when None): for each cell the latest value at that time.
 
     Rows created after `at` are left out. Values are read from the caches and decoded lazily.
+    `limit`: only the first rows in sheet order (the sheet's first screen); `Matrix.total` still
+    counts them all.
     """
     columns = list(ProjectProperty.objects.filter(project=project).select_related("property", "entity_kind"))
     kinds = {kind.pk: kind for kind in EntityKind.objects.filter(project=project)}
     keys = _Keys(columns, _recorded_keys(project.pk))
     with connection.cursor() as cursor:
         cursor.cursor.row_factory = _matrix_rows
-        if at is None:
-            cursor.execute(CURRENT_SQL, {"project": project.pk})
-        else:
-            cursor.execute(PAST_SQL, {"project": project.pk, "at": at})
+        params = {"project": project.pk, "at": at, "limit": limit}
+        order = " ORDER BY k.position, e.id LIMIT %(limit)s" if limit is not None else ""
+        cursor.execute((CURRENT_SQL if at is None else PAST_SQL) + order, params)
         rows: list[MatrixRow] = cursor.fetchall()
+        total = len(rows)
+        if limit is not None:
+            cursor.cursor.row_factory = tuple_row
+            cursor.execute(COUNT_SQL if at is None else COUNT_PAST_SQL, params)
+            total = cursor.fetchone()[0]
     rows.sort(key=itemgetter(4, 0))  # kind position, id
     if at is None:  # rows without values are left out ("{}" once all were cleared)
         states = {r.id: r.state for r in rows if r.state is not None and r.state != "{}"}
@@ -272,7 +284,9 @@ def events_as_matrix(project: Project, at: dt.datetime | None = None) -> Matrix:
         states = {r.id: r.state for r in rows if r.state is not None}
         tails = {r.id: r.tail for r in rows if r.tail is not None and r.tail != "[]"}
         values = MatrixValues(states, keys, tails, microseconds(at))
-    return Matrix(project=project.pk, at=at, columns=columns, kinds=kinds, rows=rows, values=values)
+    matrix = Matrix(project=project.pk, at=at, columns=columns, kinds=kinds, rows=rows, values=values)
+    matrix.total = total
+    return matrix
 
 
 def cell_history(entity: Entity, property_id: int) -> list[Event]:
