@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.db.models.base import ModelState
 
 from metadata.models import Entity, Event, EventKind, Project, ProjectProperty
-from metadata.services.matrix import rebuild_rows, record_batch
+from metadata.services.matrix import cached_current_values, rebuild_rows, record_batch
 from metadata.services.values import normalize_value, validation_message
 from portal.services.audit import record_audit_event
 from portal.services.realtime import publish
@@ -181,12 +181,12 @@ def append_events(project: Project, raw: list[dict], *, author, comment: str = "
         latest = {}
         for change in changes:  # the last change of a cell in one batch wins
             latest[(change.entity.pk, change.column.property_id)] = change
-        now = current_values(project, set(latest))
+        now = cached_current_values(project.pk, set(latest))  # we hold the lock: caches are current
         batch = uuid.uuid4()
-        written = [
+        written = [  # an empty cell and a cleared one are alike: clearing either writes nothing
             c
             for cell, c in latest.items()
-            if cell not in now or now[cell] != c.value or type(now[cell]) is not type(c.value)
+            if now.get(cell) != c.value or type(now.get(cell)) is not type(c.value)
         ]
         if not written:
             return BatchResult(batch=None, timestamp=None, unchanged=len(latest))

@@ -255,6 +255,31 @@ def _recorded_keys(project_id: int) -> dict[str, int]:
     return keys or {}
 
 
+def cached_current_values(project_id: int, cells: set[tuple[int, int]]) -> dict[tuple[int, int], object]:
+    """The current value of each (entity id, property id) cell that has one, from the row caches.
+
+    The caches are written in the same transaction as the events, under the project's write lock,
+    so a writer holding that lock reads exactly what folding the events would give (empty cells
+    are absent). Much cheaper than reading the events for a large batch.
+    """
+    if not cells:
+        return {}
+    columns = list(ProjectProperty.objects.filter(project_id=project_id).select_related("property"))
+    keys = _Keys(columns, _recorded_keys(project_id))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT entity_id, state FROM metadata_rowstate WHERE project_id = %s AND entity_id = ANY(%s)",
+            [project_id, sorted({e for e, _ in cells})],
+        )
+        values = MatrixValues(dict(cursor.fetchall()), keys)
+    found = {}
+    for entity_id, property_id in cells:
+        row, key = values.get(entity_id), keys.by_property.get(property_id)
+        if row is not None and key in row:
+            found[(entity_id, property_id)] = row[key]
+    return found
+
+
 def events_as_matrix(project: Project, at: dt.datetime | None = None, *, limit: int | None = None) -> Matrix:
     """The project's sheet at `at` (now when None): for each cell the latest value at that time.
 

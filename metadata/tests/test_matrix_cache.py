@@ -399,3 +399,20 @@ def test_a_batch_stamped_before_the_latest_one_is_folded_in_time_order(project, 
     with transaction.atomic():
         rebuild_matrix_cache([project.pk])
     assert cache_contents(project) == live
+
+
+def test_unchanged_cells_are_found_in_the_row_caches(project, samples, people):
+    """A batch leaves out cells that already hold the value; clearing an empty cell writes nothing."""
+    writer = people["writer"]
+    cell = {"entity": samples[0].pk, "property": "tissue"}
+    assert append_events(project, [{**cell, "value": None}], author=writer).batch is None
+    first = append_events(project, [{**cell, "value": "lung"}, {**cell, "entity": samples[1].pk,
+                                                                 "value": "liver"}], author=writer)
+    assert len(first.events) == 2
+    again = append_events(project, [{**cell, "value": "lung"}, {**cell, "entity": samples[1].pk,
+                                                                 "value": "colon"}], author=writer)
+    assert len(again.events) == 1 and again.unchanged == 1
+    cleared = append_events(project, [{**cell, "value": None}], author=writer)
+    assert len(cleared.events) == 1
+    assert append_events(project, [{**cell, "value": None}], author=writer).batch is None
+    assert append_events(project, [{**cell, "value": "1"}], author=writer).events[0].value == "1"
