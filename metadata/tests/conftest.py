@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
+from rest_framework.test import APIClient
 
 from metadata.models import Property, PropertyType, Template, TemplateProperty
 from metadata.services.entities import create_entities
@@ -21,6 +23,32 @@ def people(db) -> dict[str, User | None]:
         "owner": make("owner", password="pw-for-tests-1"),
         "admin": make("boss", password="pw-for-tests-1", is_staff=True),
     }
+
+
+@pytest.fixture
+def api(people):
+    """`api(role)`: an API client signed in as that role's user (none for "anonymous")."""
+
+    def client(role: str) -> APIClient:
+        client = APIClient()
+        if people[role] is not None:
+            client.force_authenticate(people[role])
+        return client
+
+    return client
+
+
+@pytest.fixture
+def web(people):
+    """`web(role)`: a browser-like client signed in as that role's user (a new one per call)."""
+
+    def client(role: str, **kwargs) -> Client:
+        client = Client(**kwargs)
+        if people[role] is not None:
+            client.force_login(people[role])
+        return client
+
+    return client
 
 
 def catalogue_entry(key: str, **fields) -> Property:

@@ -6,7 +6,6 @@ import csv
 import io
 
 import pytest
-from rest_framework.test import APIClient
 
 from metadata.models import Event, Membership, Project
 from metadata.services.events import append_events
@@ -15,16 +14,6 @@ pytestmark = pytest.mark.django_db
 
 ROLES = ["anonymous", "stranger", "reader", "writer", "owner", "admin"]
 
-
-@pytest.fixture
-def api(people):
-    def client(role: str) -> APIClient:
-        client = APIClient()
-        if people[role] is not None:
-            client.force_authenticate(people[role])
-        return client
-
-    return client
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from metadata.models import ProjectProperty, Template, TemplateProperty
-from metadata.tests.test_api import ADMIN_STATUS, ROLES, api, expect  # noqa: F401 - fixtures
+from metadata.tests.test_api import ADMIN_STATUS, ROLES, expect
 from portal.models import AuditEvent
 
 
@@ -17,7 +17,7 @@ def columns(project, kind="sample"):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_moving_and_requiring_a_column(api, project, role):  # noqa: F811
+def test_moving_and_requiring_a_column(api, project, role):
     column = ProjectProperty.objects.get(project=project, property__key="tissue")
     assert columns(project) == ["species", "tissue"]
     url = f"/api/v1/projects/{project.pk}/columns/{column.pk}/"
@@ -32,7 +32,7 @@ def test_moving_and_requiring_a_column(api, project, role):  # noqa: F811
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_removing_a_column_keeps_its_history(api, project, role):  # noqa: F811
+def test_removing_a_column_keeps_its_history(api, project, role):
     column = ProjectProperty.objects.get(project=project, property__key="tissue")
     response = api(role).delete(f"/api/v1/projects/{project.pk}/columns/{column.pk}/")
     expect(response, {**ADMIN_STATUS, "owner": 204, "admin": 204}[role])
@@ -45,14 +45,14 @@ def test_removing_a_column_keeps_its_history(api, project, role):  # noqa: F811
     "body",
     [{}, {"position": -1}, {"position": "first"}, {"required": "maybe"}, {"width": 3}],
 )
-def test_bad_column_changes_are_400(api, project, body):  # noqa: F811
+def test_bad_column_changes_are_400(api, project, body):
     column = ProjectProperty.objects.get(project=project, property__key="tissue")
     response = api("owner").patch(f"/api/v1/projects/{project.pk}/columns/{column.pk}/", body, format="json")
     assert response.status_code == 400, response.content
     assert columns(project) == ["species", "tissue"]
 
 
-def test_a_column_twice_is_400(api, project):  # noqa: F811
+def test_a_column_twice_is_400(api, project):
     url = f"/api/v1/projects/{project.pk}/columns/"
     response = api("owner").post(url, {"property": "tissue", "entity_kind": "sample"}, format="json")
     assert response.status_code == 400
@@ -60,7 +60,7 @@ def test_a_column_twice_is_400(api, project):  # noqa: F811
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_applying_a_template_later(api, project, template, role):  # noqa: F811
+def test_applying_a_template_later(api, project, template, role):
     more = Template.objects.create(
         key="more", name="More", entity_kinds=[{"key": "specimen", "label": "Specimen", "prefix": "S"}]
     )

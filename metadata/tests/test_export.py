@@ -9,8 +9,6 @@ import json
 
 import openpyxl
 import pytest
-from django.test import Client
-from rest_framework.test import APIClient
 
 from metadata.models import Event
 from metadata.services import exporting, importing
@@ -26,26 +24,6 @@ PAGE_STATUS = {**READ_STATUS, "anonymous": 302}
 XLSX = exporting.FORMATS["xlsx"]
 
 
-@pytest.fixture
-def api(people):
-    def client(role: str) -> APIClient:
-        client = APIClient()
-        if people[role] is not None:
-            client.force_authenticate(people[role])
-        return client
-
-    return client
-
-
-@pytest.fixture
-def web(people):
-    def client(role: str) -> Client:
-        client = Client()
-        if people[role] is not None:
-            client.force_login(people[role])
-        return client
-
-    return client
 
 
 @pytest.fixture

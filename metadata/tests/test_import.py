@@ -10,8 +10,6 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from django.test import Client
-from rest_framework.test import APIClient
 
 from metadata.models import Entity, Event
 from metadata.services import importing
@@ -27,26 +25,6 @@ ROLES = ["anonymous", "stranger", "reader", "writer", "owner", "admin"]
 UPLOAD_STATUS = {"anonymous": 401, "stranger": 404, "reader": 403, "writer": 201, "owner": 201, "admin": 201}
 
 
-@pytest.fixture
-def api(people):
-    def client(role: str) -> APIClient:
-        client = APIClient()
-        if people[role] is not None:
-            client.force_authenticate(people[role])
-        return client
-
-    return client
-
-
-@pytest.fixture
-def web(people):
-    def client(role: str, **kwargs) -> Client:
-        client = Client(**kwargs)
-        if people[role] is not None:
-            client.force_login(people[role])
-        return client
-
-    return client
 
 
 def expect(response, status: int):

@@ -28,16 +28,6 @@ ROLES = ["anonymous", "stranger", "reader", "writer", "owner", "admin"]
 MEMBERS = ["reader", "writer", "owner", "admin"]
 
 
-@pytest.fixture
-def web(client, people):
-    def login(role: str):
-        client.logout()
-        if people[role] is not None:
-            client.force_login(people[role])
-        return client
-
-    return login
-
 
 @pytest.fixture
 def family(project, people):

@@ -8,7 +8,6 @@ import zlib
 
 import pytest
 from django.urls import resolve
-from rest_framework.test import APIClient
 
 from metadata.services import qr as qr_service
 
@@ -99,15 +98,6 @@ def test_inline_svg_has_no_fixed_size_and_escapes_the_title():
 # --- pages --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def web(client, people):
-    def login(role):
-        if people[role] is not None:
-            client.force_login(people[role])
-        return client
-
-    return login
-
 
 @pytest.mark.parametrize("role", ["reader", "writer", "owner", "admin"])
 def test_members_get_svg_and_png(web, role, project, samples):
@@ -165,16 +155,6 @@ def test_entity_page_shows_the_same_code_inline(web, project, samples):
 
 API_STATUS = {"anonymous": 401, "stranger": 404, "reader": 200, "writer": 200, "owner": 200, "admin": 200}
 
-
-@pytest.fixture
-def api(people):
-    def make(role):
-        client = APIClient()
-        if people[role] is not None:
-            client.force_authenticate(people[role])
-        return client
-
-    return make
 
 
 @pytest.mark.parametrize("role", list(API_STATUS))
