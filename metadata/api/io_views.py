@@ -27,14 +27,8 @@ from metadata.api.views import ProjectScopedMixin, parse_moment, service_errors
 from metadata.services import exporting
 from metadata.services import importing as imports
 from portal.api.base import StrictSerializer
-from portal.api.errors import PayloadTooLarge
+from portal.api.errors import Gone, PayloadTooLarge
 from portal.services.audit import record_audit_event
-
-
-class Gone(exceptions.APIException):
-    status_code = status.HTTP_410_GONE
-    default_detail = "This resource is no longer available."
-    default_code = "gone"
 
 
 class InvalidFile(exceptions.APIException):
