@@ -557,7 +557,7 @@ class MatrixViewSet(ProjectScopedMixin, viewsets.ViewSet):
     def list(self, request, project_pk=None):
         at = parse_moment(request.query_params.get("at"))
         limit = request.query_params.get("limit")  # the first rows, for the sheet while the rest load
-        if limit not in (None, "") and (not limit.isdigit() or int(limit) < 1):
+        if limit not in (None, "") and (not (limit.isascii() and limit.isdigit()) or int(limit) < 1):
             raise exceptions.ValidationError({"limit": ["A number of rows, at least 1."]})
         limit = min(int(limit), 10**9) if limit else None
         matrix = events_as_matrix(self.project, at=at, limit=limit)

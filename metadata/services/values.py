@@ -66,7 +66,7 @@ def normalize_value(prop: Property, value):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         text = str(value)
-        return int(text) if text.isdigit() else text
+        return int(text) if text.isascii() and text.isdigit() else text
     if kind == PropertyType.CHOICE:
         text = str(value)
         for option in prop.options or []:

@@ -369,6 +369,7 @@ def test_the_api_serves_cached_rows_as_they_are_and_translated(project, samples,
     assert first["total"] == 3 and [r["id"] for r in first["rows"]] == [samples[0].pk, samples[1].pk]
     assert client.get(url, {"limit": 2, "format": "csv"}).content.decode().count("\n") == 3
     assert client.get(url, {"limit": "0"}).status_code == 400
+    assert client.get(url, {"limit": "²"}).status_code == 400
     assert client.get(url, {"limit": "9" * 30}).json()["total"] == 3  # no overflow, all rows
     past_first = client.get(url, {"limit": 1, "at": at}).json()
     assert past_first["total"] == 3 and [r["id"] for r in past_first["rows"]] == [samples[0].pk]

@@ -30,6 +30,7 @@ def prop(kind, **extra) -> Property:
         (PropertyType.DATE, "2025-02-30", "2025-02-30", "Not a date (YYYY-MM-DD)."),
         (PropertyType.SLIDE, "17", 17, None),
         (PropertyType.SLIDE, "slide-17", "slide-17", "Not the id of a slide."),
+        (PropertyType.SLIDE, "²", "²", "Not the id of a slide."),  # a digit, but not a number
     ],
 )
 def test_normalize_and_validate(kind, typed, stored, message):

@@ -266,7 +266,7 @@ class MembersView(ProjectPageMixin, View):
 def _as_id(value) -> int:
     """A primary key from form input; anything else is a 404, never a 500."""
     text = str(value or "")
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise Http404("No such item.")
     return int(text)
 

@@ -187,7 +187,7 @@ class LinkListView(APIView):
         if kind not in LINK_KINDS:
             raise exceptions.NotFound(f"No link type {kind!r}; use one of {', '.join(LINK_KINDS)}.")
         raw = [part.strip() for part in request.query_params.get("ids", "").split(",") if part.strip()]
-        if not raw or not all(part.isdigit() and len(part) < 19 for part in raw):
+        if not raw or not all(part.isascii() and part.isdigit() and len(part) < 19 for part in raw):
             raise exceptions.ValidationError({"ids": ["Give ?ids= as comma-separated whole numbers."]})
         if len(raw) > self.MAX_IDS:
             raise exceptions.ValidationError({"ids": [f"At most {self.MAX_IDS} ids per request."]})

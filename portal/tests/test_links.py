@@ -58,3 +58,9 @@ def test_bad_link_requests_are_4xx(client, owner, url, status):
 
 def test_links_need_a_signed_in_user(client):
     assert client.get("/api/v1/links/slide/?ids=1").status_code in (401, 403)
+
+
+def test_digits_of_other_scripts_are_400_not_500(client, owner):
+    client.force_login(owner)
+    for ids in ("²", "٣", "1,²"):
+        assert client.get(f"/api/v1/links/slide/?ids={ids}").status_code == 400

@@ -168,9 +168,10 @@ def resolve_mapping(headers: list[str], context: Context, override: dict | None)
     errors: dict[str, list[str]] = {}
     for name, target in override.items():
         target = (target or "").strip()
-        index = (
-            int(name) if str(name).isdigit() else next((i for i, h in enumerate(headers) if h == name), None)
-        )
+        if str(name).isascii() and str(name).isdigit():  # a file column by position …
+            index = int(name)
+        else:  # … or by its header
+            index = next((i for i, h in enumerate(headers) if h == name), None)
         if index is None or index >= len(headers):
             errors[f"mapping.{name}"] = ["No such column in the file."]
         elif target and target not in allowed:
