@@ -14,6 +14,26 @@ const config = JSON.parse(document.getElementById("sheet-config").textContent);
 const $ = (id) => document.getElementById(id);
 const csrf = () => (document.cookie.match(/(?:^|; )csrftoken=([^;]+)/) || [])[1] || "";
 
+// POST to the API with the session's CSRF token; `body` (if any) is sent as JSON.
+function post(url, body) {
+  const headers = { "X-CSRFToken": csrf(), Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  return fetch(url, {
+    method: "POST", credentials: "same-origin", headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+function smallButton(label, className, onClick, title = "") {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `button small ${className}`.trim();
+  button.textContent = label;
+  if (title) button.title = title;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
 const state = {
   kind: config.kinds[0]?.key,
   rowsByKind: new Map(),      // kind key -> array of row objects
@@ -369,11 +389,7 @@ function send(changes, verb) {
     state.socket.send(JSON.stringify({ action: "set", ref, changes }));
     return;
   }
-  fetch(`${config.api}events/`, {
-    method: "POST", credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(), Accept: "application/json" },
-    body: JSON.stringify({ changes }),
-  }).then(async (response) => {
+  post(`${config.api}events/`, { changes }).then(async (response) => {
     const body = await response.json().catch(() => ({}));
     if (response.ok) onSaved({ ref, ...body, batch: body.batch });
     else onSaveError({ ref, detail: (body.non_field_errors || [body.detail || `HTTP ${response.status}`]).join(" "), errors: body });
@@ -673,13 +689,7 @@ async function showHistory(cell) {
     else what = `set “${display(ev.value)}”`;
     item.innerHTML = `<time>${escapeHtml(when)}</time> <strong>${escapeHtml(who)}</strong> ${escapeHtml(what)}${ev.comment && ev.kind !== "redaction" ? ` <span class="muted">– ${escapeHtml(ev.comment)}</span>` : ""}`;
     if (config.role === "admin" && ev.kind === "set" && !ev.redacted && ev.value !== null) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "button small danger";
-      button.textContent = "Redact…";
-      button.title = "Remove this value from the history (e.g. personal data entered by mistake); recorded in the audit log";
-      button.addEventListener("click", () => redact(ev, cell));
-      item.append(" ", button);
+      item.append(" ", smallButton("Redact…", "danger", () => redact(ev, cell), "Remove this value from the history (e.g. personal data entered by mistake); recorded in the audit log"));
     }
     list.append(item);
   }
@@ -689,11 +699,7 @@ async function showHistory(cell) {
 async function redact(ev, cell) {
   const reason = window.prompt(`Why is “${display(ev.value)}” removed from the history? (kept in the audit log)`);
   if (!reason || !reason.trim()) return;
-  const response = await fetch(`${config.api}events/${ev.id}/redact/`, {
-    method: "POST", credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(), Accept: "application/json" },
-    body: JSON.stringify({ reason }),
-  });
+  const response = await post(`${config.api}events/${ev.id}/redact/`, { reason });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) { say(`Not redacted: ${Object.values(body).flat().join(" ")}`, "error"); return; }
   say("The value was redacted.", "ok");
@@ -717,11 +723,7 @@ async function showBatches() {
     const item = document.createElement("li");
     item.innerHTML = `<time>${escapeHtml(new Date(batch.timestamp).toLocaleString())}</time> <strong>${escapeHtml(batch.author || "system")}</strong> changed ${batch.count} cell${batch.count === 1 ? "" : "s"}${batch.comment ? ` <span class="muted">– ${escapeHtml(batch.comment)}</span>` : ""}`;
     if (config.canWrite) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "button small";
-      button.textContent = "Undo";
-      button.addEventListener("click", () => undoBatch(batch, button));
+      const button = smallButton("Undo", "", () => undoBatch(batch, button));
       item.append(" ", button);
     }
     ol.append(item);
@@ -731,9 +733,7 @@ async function showBatches() {
 
 async function undoBatch(batch, button) {
   button.disabled = true;
-  const response = await fetch(`${config.api}batches/${batch.batch}/undo/`, {
-    method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf(), Accept: "application/json" },
-  });
+  const response = await post(`${config.api}batches/${batch.batch}/undo/`);
   const result = await response.json().catch(() => ({}));
   if (!response.ok) { say(`Not undone: ${result.detail || Object.values(result).flat().join(" ")}`, "error"); button.disabled = false; return; }
   const conflicts = result.conflicts.length
@@ -755,11 +755,7 @@ async function addRows() {
     const parent = cell?.getRow().getData()._parent;
     if (parent) body.parent = parent;
   }
-  const response = await fetch(`${config.api}entities/`, {
-    method: "POST", credentials: "same-origin",
-    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(), Accept: "application/json" },
-    body: JSON.stringify(body),
-  });
+  const response = await post(`${config.api}entities/`, body);
   const result = await response.json().catch(() => ({}));
   if (!response.ok) { say(`Rows not added: ${Object.values(result).flat().join(" ")}`, "error"); return; }
   const rows = result.map((e) => ({ _id: e.id, _mnemonic: e.mnemonic, _parent: e.parent || "" }));
