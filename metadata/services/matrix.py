@@ -18,12 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 from operator import itemgetter
 from typing import NamedTuple
 
 from django.db import connection
-from psycopg.rows import tuple_row
 
 from metadata.models import Entity, EntityKind, Event, EventKind, MatrixCache, Project, ProjectProperty
 
@@ -245,11 +245,6 @@ COUNT_SQL = "SELECT count(*) FROM metadata_entity e WHERE e.project_id = %(proje
 COUNT_PAST_SQL = COUNT_SQL + " AND e.created_at <= %(at)s"
 
 
-def _matrix_rows(cursor) -> Callable[[Sequence], MatrixRow]:
-    """psycopg row factory: rows arrive as MatrixRow, with no tuple in between to collect."""
-    return MatrixRow._make
-
-
 def _recorded_keys(project_id: int) -> dict[str, int]:
     keys = MatrixCache.objects.filter(project_id=project_id).values_list("keys", flat=True).first()
     return keys or {}
@@ -291,17 +286,17 @@ def events_as_matrix(project: Project, at: dt.datetime | None = None, *, limit: 
     kinds = {kind.pk: kind for kind in EntityKind.objects.filter(project=project)}
     keys = _Keys(columns, _recorded_keys(project.pk))
     with connection.cursor() as cursor:
-        cursor.cursor.row_factory = _matrix_rows
         params = {"project": project.pk, "at": at, "limit": limit}
         order = " ORDER BY k.position, e.id LIMIT %(limit)s" if limit is not None else ""
         cursor.execute((CURRENT_SQL if at is None else PAST_SQL) + order, params)
-        rows: list[MatrixRow] = cursor.fetchall()
+        # Plain tuples are fetched fastest; they become MatrixRows without a Python call per row.
+        rows: list[MatrixRow] = list(map(tuple.__new__, repeat(MatrixRow), cursor.fetchall()))
         total = len(rows)
         if limit is not None:
-            cursor.cursor.row_factory = tuple_row
             cursor.execute(COUNT_SQL if at is None else COUNT_PAST_SQL, params)
             total = cursor.fetchone()[0]
-    rows.sort(key=itemgetter(4, 0))  # kind position, id
+    rows.sort(key=itemgetter(0))  # by id, then (stable) by kind position: cheaper than one
+    rows.sort(key=itemgetter(4))  # sort by (position, id), which builds a tuple per row
     if at is None:  # rows without values are left out ("{}" once all were cleared)
         states = {r.id: r.state for r in rows if r.state is not None and r.state != "{}"}
         values = MatrixValues(states, keys)

@@ -76,10 +76,19 @@ def normalize_value(prop: Property, value):
     return value if isinstance(value, str) else str(value)
 
 
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
 def parse_date(text: str) -> dt.date | None:
+    text = text.strip()
+    if ISO_DATE.fullmatch(text):  # the usual form, ten times faster than strptime
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            return None
     for pattern in ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%Y/%m/%d"):
         try:
-            return dt.datetime.strptime(text.strip(), pattern).date()
+            return dt.datetime.strptime(text, pattern).date()
         except ValueError:
             continue
     return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
-from django.db.utils import InternalError, ProgrammingError
+from django.db.utils import IntegrityError, InternalError, ProgrammingError
 
 from metadata.models import Event, EventKind
 from metadata.services.events import EventError, append_events, redact_event, undo_batch
@@ -45,6 +45,55 @@ def test_redaction_setting_does_not_open_other_changes(project, samples, people)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT set_config('metadata.redaction', 'on', true)")
             cursor.execute("UPDATE metadata_event SET value = '\"other\"', redacted = true")
+
+
+def insert_event(cursor, event, **changes):
+    """Insert a copy of `event` by raw SQL, with `changes` (column: value)."""
+    row = {
+        "project_id": event.project_id,
+        "entity_id": event.entity_id,
+        "property_id": event.property_id,
+        "author_id": event.author_id,
+        "target_id": None,
+        **changes,
+    }
+    columns, placeholders = ", ".join(row), ", ".join(["%s"] * len(row))
+    sql = f"INSERT INTO metadata_event ({columns}, kind, redacted, batch, comment) VALUES ({placeholders}, "  # noqa: S608 - column names are fixed
+    cursor.execute(sql + "'set', false, gen_random_uuid(), '')", list(row.values()))
+
+
+@pytest.mark.parametrize(
+    "column, what", [("entity_id", "entity"), ("property_id", "property"), ("project_id", "project"),
+                     ("author_id", "author"), ("target_id", "target event")]
+)
+def test_raw_sql_cannot_insert_an_event_that_refers_to_nothing(project, samples, people, column, what):
+    event = write(project, people["writer"], (samples[0], "tissue", "lung")).events[0]
+    with connection.cursor() as cursor:
+        insert_event(cursor, event)  # the same references: accepted
+        with pytest.raises(IntegrityError, match=f"refers to {what} 987654321 which does not exist"):
+            with transaction.atomic():
+                insert_event(cursor, event, **{column: 987654321})
+    assert Event.objects.count() == 2
+
+
+@pytest.mark.parametrize("table", ["metadata_entity", "metadata_property", "metadata_project", "portal_user"])
+def test_raw_sql_cannot_delete_what_events_refer_to(project, samples, people, table):
+    event = write(project, people["writer"], (samples[0], "tissue", "lung")).events[0]
+    referenced = {
+        "metadata_entity": event.entity_id,
+        "metadata_property": event.property_id,
+        "metadata_project": event.project_id,
+        "portal_user": event.author_id,
+    }[table]
+    refused = f"{table} {referenced} cannot be deleted: metadata events refer"
+    with pytest.raises(IntegrityError, match=refused):
+        with transaction.atomic(), connection.cursor() as cursor:  # (other foreign keys: at commit)
+            cursor.execute(f"DELETE FROM {table} WHERE id = %s", [referenced])  # noqa: S608
+    assert Event.objects.get().entity_id == samples[0].pk
+    # A row no event refers to goes.
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM metadata_entity WHERE id = %s", [samples[2].pk])
+        assert cursor.rowcount == 1
 
 
 def test_matrix_at_each_batch_is_what_it_was_then(project, samples, people):

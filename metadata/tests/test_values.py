@@ -28,6 +28,10 @@ def prop(kind, **extra) -> Property:
         (PropertyType.BOOLEAN, "maybe", "maybe", "Not yes or no."),
         (PropertyType.DATE, "24.12.2025", "2025-12-24", None),
         (PropertyType.DATE, "2025-02-30", "2025-02-30", "Not a date (YYYY-MM-DD)."),
+        (PropertyType.DATE, " 2025-12-24 ", "2025-12-24", None),
+        (PropertyType.DATE, "2025-1-5", "2025-01-05", None),
+        (PropertyType.DATE, "2025/12/24", "2025-12-24", None),
+        (PropertyType.DATE, "20251224", "20251224", "Not a date (YYYY-MM-DD)."),
         (PropertyType.SLIDE, "17", 17, None),
         (PropertyType.SLIDE, "slide-17", "slide-17", "Not the id of a slide."),
         (PropertyType.SLIDE, "²", "²", "Not the id of a slide."),  # a digit, but not a number
