@@ -277,6 +277,18 @@ if PORTAL_SCRUB_INTERVAL_HOURS > 0:
 PORTAL_WORKER_HEARTBEAT_MAX_AGE = env.int("PORTAL_WORKER_HEARTBEAT_MAX_AGE", default=30)
 PORTAL_WORKER_HEARTBEAT_INTERVAL = env.int("PORTAL_WORKER_HEARTBEAT_INTERVAL", default=5)
 
+# --- encrypted storage ----------------------------------------------------------------------------
+STORAGE_CHUNK_SIZE = env.int("PORTAL_STORAGE_CHUNK_SIZE", default=2 * 1024 * 1024)
+STORAGE_MAX_CHUNK_SIZE = env.int("PORTAL_STORAGE_MAX_CHUNK_SIZE", default=16 * 1024 * 1024)
+STORAGE_MAX_DATASET_SIZE = env.int("PORTAL_STORAGE_MAX_DATASET_SIZE", default=2**40)
+STORAGE_KEYS_NEED_ACTIVATION = env.bool("PORTAL_STORAGE_KEY_ACTIVATION", default=True)
+STORAGE_UPLOAD_KEY_TTL = env.int("PORTAL_STORAGE_UPLOAD_KEY_TTL", default=7 * 24 * 3600)
+STORAGE_RETENTION_DAYS = env.int("PORTAL_STORAGE_RETENTION_DAYS", default=30)
+# Seals upload keys and keys handed to workers; derived from SECRET_KEY when empty.
+PORTAL_SEALING_KEY = env.str("PORTAL_SEALING_KEY", default="")
+# Request bodies up to this size stay in memory: a plaintext chunk must never spool to a temp file.
+FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, STORAGE_MAX_CHUNK_SIZE + 1024 * 1024)
+
 # --- logging ------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -43,3 +43,40 @@ def cheap_encrypted_pem():
         ).decode()
 
     return make
+
+
+# --- people with keys, for the service and API tests ----------------------------------------------
+
+from metadata.tests.conftest import api, people, web  # noqa: E402, F401 - the same roles everywhere
+
+ROLES_WITH_KEYS = ("stranger", "reader", "writer", "owner", "admin")
+
+
+@pytest.fixture(scope="session")
+def private_keys() -> dict[str, rsa.RSAPrivateKey]:
+    """One RSA-4096 private key per role (made once a session) and one root key."""
+    return {role: crypto.generate_private_key() for role in (*ROLES_WITH_KEYS, "root")}
+
+
+@pytest.fixture
+def keyed(people, private_keys, settings, tmp_path):  # noqa: F811 - the imported fixture
+    """Every role's user has an active key; one root key is configured; a fresh data directory."""
+    from storage.models import KeyState, RootKey, UserKey
+
+    for role in ROLES_WITH_KEYS:
+        public = private_keys[role].public_key()
+        UserKey.objects.create(
+            user=people[role],
+            name=f"{role}'s laptop",
+            public_key=crypto.public_key_pem(public),
+            fingerprint=crypto.public_key_fingerprint(public),
+            state=KeyState.ACTIVE,
+        )
+    root = private_keys["root"].public_key()
+    RootKey.objects.create(
+        name="operators",
+        public_key=crypto.public_key_pem(root),
+        fingerprint=crypto.public_key_fingerprint(root),
+    )
+    settings.PORTAL_DATA_DIR = tmp_path / "data"
+    return people

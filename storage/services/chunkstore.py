@@ -1,0 +1,48 @@
+"""Chunk files in the data directory: written atomically, read back whole, removed per generation.
+
+Only ciphertext ever reaches these files. Paths: `datasets/<mnemonic>/g<N>/chunks/000000.bin`,
+with `recovery.json` in `datasets/<mnemonic>/g<N>/` (the layout `storage.recovery` reads offline).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from portal.services.datastore import resolve
+from storage.recovery import chunk_file_name
+
+
+def generation_dir(dataset, generation: int | None = None) -> Path:
+    return resolve(dataset.directory(generation))
+
+
+def chunk_path(dataset, index: int, generation: int | None = None) -> Path:
+    return generation_dir(dataset, generation) / chunk_file_name(index)
+
+
+def write_chunk(dataset, index: int, ciphertext: bytes, generation: int | None = None) -> None:
+    """Write one chunk's ciphertext atomically (temp file, fsync, rename)."""
+    target = chunk_path(dataset, index, generation)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(ciphertext)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(target)
+
+
+def read_chunk(dataset, index: int, generation: int | None = None) -> bytes:
+    with open(chunk_path(dataset, index, generation), "rb") as handle:
+        return handle.read()
+
+
+def remove_generation(dataset, generation: int) -> None:
+    shutil.rmtree(generation_dir(dataset, generation), ignore_errors=True)
+
+
+def remove_dataset_files(dataset) -> None:
+    shutil.rmtree(resolve(f"datasets/{dataset.mnemonic}"), ignore_errors=True)

@@ -1,0 +1,265 @@
+"""Chunked, resumable, encrypted uploads: start, put chunks, resume, finish.
+
+The server makes each dataset's random data key at the start, wraps it for the owner's active
+keys and every active root key, and keeps it for the rest of the upload only sealed under the
+server secret (`Dataset.sealed_key`, until `sealed_until`). Each chunk arrives with its SHA-256,
+is checked, encrypted with AES-256-GCM (fresh nonce; dataset id and index as associated data)
+and written; only ciphertext reaches the disk. After the seal expires, a key holder goes on by
+supplying the key (checked by fingerprint), which seals it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from portal.services.audit import record_audit_event
+from storage import crypto
+from storage.mnemonics import new_mnemonic
+from storage.models import Chunk, Dataset, DatasetState, Grant, GrantLevel, UserKey
+from storage.recovery import ChunkRecord, build_recovery_document, chunk_file_name, write_recovery_file
+from storage.services import chunkstore
+from storage.services.access import check_key, wrap_for_root_keys, wrap_for_user
+from storage.services.errors import ConflictError, KeyNeededError, StorageError
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MIN_CHUNK_SIZE = 64 * 1024
+
+
+def _purpose(dataset: Dataset) -> str:
+    return f"upload-key:{dataset.mnemonic}"
+
+
+def _seal(dataset: Dataset, key: bytes) -> None:
+    ttl = settings.STORAGE_UPLOAD_KEY_TTL
+    dataset.sealed_key = crypto.seal(crypto.sealing_secret(), key, purpose=_purpose(dataset), ttl_seconds=ttl)
+    dataset.sealed_until = timezone.now() + dt.timedelta(seconds=ttl)
+
+
+def check_hash(text, what: str) -> str:
+    if not isinstance(text, str) or not HEX64.match(text.strip().lower()):
+        raise StorageError(f"The {what} is 64 hexadecimal digits (SHA-256).", code="invalid_hash")
+    return text.strip().lower()
+
+
+def duplicates_of(user, first_chunk_sha256: str) -> list[Dataset]:
+    """Available datasets `user` may read whose first chunk has this SHA-256."""
+    if not first_chunk_sha256:
+        return []
+    return list(
+        Dataset.objects.for_user(user, "view")
+        .filter(first_chunk_sha256=first_chunk_sha256, state=DatasetState.AVAILABLE)
+        .order_by("-created_at")[:10]
+    )
+
+
+@transaction.atomic
+def start_upload(
+    *,
+    owner,
+    name: str,
+    file_name: str,
+    size: int,
+    chunk_size: int | None = None,
+    first_chunk_sha256: str = "",
+    description: str = "",
+    project=None,
+    uploaded_by=None,
+    upload_link=None,
+    request=None,
+) -> Dataset:
+    """Create a dataset in the `uploading` state with a fresh data key, wrapped for the owner's
+    active keys and the root keys. The owner must have an active key (else nobody could read it)."""
+    chunk_size = chunk_size or settings.STORAGE_CHUNK_SIZE
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise StorageError("The size is a whole number of bytes, 0 or more.")
+    if size > settings.STORAGE_MAX_DATASET_SIZE:
+        raise StorageError(
+            f"Datasets are at most {settings.STORAGE_MAX_DATASET_SIZE:,} bytes.", status=413, code="too_large"
+        )
+    if not MIN_CHUNK_SIZE <= chunk_size <= settings.STORAGE_MAX_CHUNK_SIZE:
+        raise StorageError(
+            f"The chunk size is between {MIN_CHUNK_SIZE:,} and {settings.STORAGE_MAX_CHUNK_SIZE:,} bytes."
+        )
+    if first_chunk_sha256:
+        first_chunk_sha256 = check_hash(first_chunk_sha256, "first chunk's hash")
+    if not UserKey.objects.filter(user=owner).active().exists():
+        raise StorageError(
+            "Register a key (Keys page) and have it activated before uploading: the data is encrypted "
+            "for your keys.",
+            code="no_active_key",
+        )
+    key = crypto.new_data_key()
+    dataset = Dataset(
+        mnemonic=new_mnemonic(lambda m: Dataset.objects.filter(mnemonic=m).exists()),
+        name=name.strip() or file_name,
+        file_name=file_name,
+        description=description,
+        project=project,
+        size=size,
+        chunk_size=chunk_size,
+        first_chunk_sha256=first_chunk_sha256,
+        key_fingerprint=crypto.key_fingerprint(key),
+        owner=owner,
+        uploaded_by=uploaded_by,
+        upload_link=upload_link,
+    )
+    _seal(dataset, key)
+    dataset.save()
+    Grant.objects.create(dataset=dataset, user=owner, level=GrantLevel.WRITE, granted_by=uploaded_by or owner)
+    wrap_for_user(dataset, owner, key)
+    wrap_for_root_keys(dataset, key)
+    record_audit_event(
+        "storage.upload_started",
+        actor=uploaded_by,
+        request=request,
+        obj=dataset,
+        size=size,
+        upload_link=upload_link.pk if upload_link else None,
+    )
+    return dataset
+
+
+def upload_key(dataset: Dataset, supplied: bytes | None = None) -> bytes:
+    """The data key for going on with an upload: the supplied one (checked, and sealed again for
+    later chunks) or the sealed one; `KeyNeededError` once the seal expired."""
+    if supplied is not None:
+        check_key(dataset, supplied)
+        if dataset.state == DatasetState.UPLOADING:  # kept again, for the chunks still to come
+            _seal(dataset, supplied)
+            Dataset.objects.filter(pk=dataset.pk).update(
+                sealed_key=dataset.sealed_key, sealed_until=dataset.sealed_until
+            )
+        return supplied
+    if not dataset.sealed_key:
+        raise KeyNeededError("Supply the dataset's key to go on with this upload.")
+    try:
+        key = crypto.unseal(crypto.sealing_secret(), dataset.sealed_key, purpose=_purpose(dataset))
+    except crypto.SealExpiredError:
+        raise KeyNeededError(
+            "This upload's key was kept for the server only until "
+            f"{dataset.sealed_until:%Y-%m-%d %H:%M} UTC; supply the key (your key unwraps it) to go on."
+        ) from None
+    except crypto.SealError:
+        raise KeyNeededError(
+            "This upload's kept key cannot be opened (the server secret changed); supply the key."
+        ) from None
+    return key
+
+
+def _require_uploading(dataset: Dataset) -> None:
+    if dataset.state != DatasetState.UPLOADING:
+        raise ConflictError(f"{dataset.mnemonic} is {dataset.get_state_display().lower()}, not uploading.")
+
+
+def put_chunk(dataset: Dataset, index, data: bytes, sha256, *, key: bytes | None = None) -> Chunk:
+    """Check, encrypt and store chunk `index`; sending a chunk again replaces it."""
+    _require_uploading(dataset)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < dataset.chunk_count:
+        raise StorageError(
+            f"The chunk index is between 0 and {dataset.chunk_count - 1}.", code="invalid_index"
+        )
+    expected = check_hash(sha256, "chunk's SHA-256")
+    if len(data) != dataset.chunk_length(index):
+        raise StorageError(
+            f"Chunk {index} must be {dataset.chunk_length(index):,} bytes, not {len(data):,}; "
+            "nothing was stored.",
+            code="wrong_size",
+        )
+    digest = hashlib.sha256(data).digest()
+    if digest.hex() != expected:
+        raise StorageError(
+            f"Chunk {index} does not match its SHA-256 (it was damaged on the way); nothing was stored.",
+            code="hash_mismatch",
+        )
+    data_key = upload_key(dataset, key)
+    nonce, ciphertext = crypto.encrypt_chunk(data_key, dataset.mnemonic, index, data)
+    chunkstore.write_chunk(dataset, index, ciphertext)
+    values = {"size": len(data), "stored_size": len(ciphertext), "nonce": nonce, "sha256": digest.hex()}
+    try:
+        chunk, _ = Chunk.objects.update_or_create(
+            dataset=dataset, generation=dataset.generation, index=index, defaults=values
+        )
+    except IntegrityError:  # the same chunk arrived twice at once; the later write stands
+        chunk = Chunk.objects.get(dataset=dataset, generation=dataset.generation, index=index)
+    return chunk
+
+
+def chunk_table(dataset: Dataset) -> list[Chunk]:
+    return list(Chunk.objects.filter(dataset=dataset, generation=dataset.generation).order_by("index"))
+
+
+def missing_chunks(dataset: Dataset) -> list[int]:
+    have = set(
+        Chunk.objects.filter(dataset=dataset, generation=dataset.generation).values_list("index", flat=True)
+    )
+    return [i for i in range(dataset.chunk_count) if i not in have]
+
+
+def recovery_document(dataset: Dataset, key: bytes, chunks: list[Chunk]) -> dict | None:
+    """The recovery file's content for the current generation (None without any root key wrap)."""
+    root_wraps = {
+        w.root_key.fingerprint: bytes(w.wrapped)
+        for w in dataset.wraps.filter(generation=dataset.generation, root_key__isnull=False).select_related(
+            "root_key"
+        )
+    }
+    if not root_wraps:
+        return None
+    return build_recovery_document(
+        dataset_id=dataset.mnemonic,
+        dataset_name=dataset.name,
+        file_name=dataset.file_name,
+        chunk_size=dataset.chunk_size,
+        chunks=[
+            ChunkRecord(
+                index=c.index,
+                nonce=bytes(c.nonce),
+                plaintext_sha256=bytes.fromhex(c.sha256),
+                plaintext_size=c.size,
+                ciphertext_size=c.stored_size,
+                file=chunk_file_name(c.index),
+            )
+            for c in chunks
+        ],
+        data_key=key,
+        wrapped_keys=root_wraps,
+    )
+
+
+@transaction.atomic
+def finish_upload(dataset: Dataset, *, key: bytes | None = None, actor=None, request=None) -> Dataset:
+    """All chunks present: compute the dataset hash, write the recovery file, make it available."""
+    dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+    _require_uploading(dataset)
+    missing = missing_chunks(dataset)
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
+        raise ConflictError(f"{len(missing)} chunk(s) are missing: {shown}.", code="chunks_missing")
+    data_key = upload_key(dataset, key)
+    chunks = chunk_table(dataset)
+    dataset.sha256 = crypto.dataset_hash(bytes.fromhex(c.sha256) for c in chunks)
+    if not dataset.first_chunk_sha256 and chunks:
+        dataset.first_chunk_sha256 = chunks[0].sha256
+    document = recovery_document(dataset, data_key, chunks)
+    if document is not None:
+        write_recovery_file(chunkstore.generation_dir(dataset), document)
+    dataset.state, dataset.completed_at = DatasetState.AVAILABLE, timezone.now()
+    dataset.sealed_key, dataset.sealed_until = "", None
+    dataset.save(
+        update_fields=["sha256", "first_chunk_sha256", "state", "completed_at", "sealed_key", "sealed_until"]
+    )
+    record_audit_event(
+        "storage.upload_finished",
+        actor=actor,
+        request=request,
+        obj=dataset,
+        sha256=dataset.sha256,
+        recovery_file=document is not None,
+    )
+    return dataset
