@@ -21,7 +21,7 @@ from metadata.models import Project
 from metadata.querysets import has_project_role
 from portal.api.base import PortalViewSetMixin
 from storage.api import serializers as s
-from storage.models import Dataset, DatasetState, Grant, RootKey, UserKey
+from storage.models import Dataset, DatasetState, Grant, GrantLevel, RootKey, UserKey
 from storage.services import access, downloads, keys, lifecycle, uploads
 from storage.services.errors import StorageError
 
@@ -103,9 +103,9 @@ class UserKeyViewSet(
     @action(detail=True, methods=["post"])
     def activate(self, request, pk=None):
         self.ensure_no_body()
+        key = self.get_object()
         if not request.user.is_staff:
             raise exceptions.PermissionDenied("Only administrators activate keys.")
-        key = self.get_object()
         keys.activate_user_key(key, actor=request.user, request=request)
         return Response(self.get_serializer(key).data)
 
@@ -282,6 +282,7 @@ class DatasetViewSet(
         """The stored chunks (index, sizes, plaintext SHA-256, nonce): what an interrupted upload
         still needs, and what a client needs to decrypt."""
         dataset = self.get_object()
+        access.require_grant(request.user, dataset)
         return Response(s.ChunkSerializer(uploads.chunk_table(dataset), many=True).data)
 
     @extend_schema(
@@ -300,6 +301,7 @@ class DatasetViewSet(
     @action(detail=True, methods=["put"], url_path=r"chunks/(?P<index>\d+)", parser_classes=[RawChunkParser])
     def put_chunk(self, request, mnemonic=None, index=None):
         dataset = self.get_object()
+        access.require_grant(request.user, dataset, GrantLevel.WRITE)
         limit = dataset.chunk_size
         length = request.META.get("CONTENT_LENGTH") or ""
         if length.isascii() and length.isdigit() and int(length) > limit:
@@ -351,7 +353,9 @@ class DatasetViewSet(
         data = s.FinishSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         key = access.decode_key(data.validated_data["key"]) if "key" in data.validated_data else None
-        dataset = uploads.finish_upload(self.get_object(), key=key, actor=request.user, request=request)
+        dataset = self.get_object()
+        access.require_grant(request.user, dataset, GrantLevel.WRITE)
+        dataset = uploads.finish_upload(dataset, key=key, actor=request.user, request=request)
         return Response(s.DatasetSerializer(dataset, context={"request": request}).data)
 
     @extend_schema(request=s.KeySerializer, responses=s.DatasetSerializer)
@@ -362,6 +366,7 @@ class DatasetViewSet(
         data = s.KeySerializer(data=request.data)
         data.is_valid(raise_exception=True)
         dataset = self.get_object()
+        access.require_grant(request.user, dataset, GrantLevel.WRITE)
         if dataset.state != DatasetState.UPLOADING:
             raise StorageError(
                 "Only an unfinished upload needs its key supplied.", code="conflict", status=409
