@@ -9,7 +9,7 @@ dataset's description but not its data unless someone shared it with them.
 from __future__ import annotations
 
 from django.db.models import Q
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
@@ -20,9 +20,10 @@ from rest_framework.response import Response
 from metadata.models import Project
 from metadata.querysets import has_project_role
 from portal.api.base import PortalViewSetMixin
+from portal.services.audit import record_audit_event
 from storage.api import serializers as s
 from storage.models import Dataset, DatasetState, Grant, GrantLevel, RootKey, UserKey
-from storage.services import access, downloads, keys, lifecycle, uploads
+from storage.services import access, chunkstore, downloads, keys, lifecycle, uploads
 from storage.services.errors import StorageError
 
 KEY_HEADER = "X-Dataset-Key"
@@ -334,16 +335,15 @@ class DatasetViewSet(
         chunk = dataset.chunks.filter(generation=dataset.generation, index=int(index)).first()
         if chunk is None:
             raise exceptions.NotFound("No such chunk.")
-        from django.http import HttpResponse
-
-        from storage.services import chunkstore
-
         try:
             data = chunkstore.read_chunk(dataset, chunk.index, chunk.generation)
         except FileNotFoundError:
             raise downloads.IntegrityFailureError(dataset, chunk.index, "its file is missing") from None
         response = HttpResponse(data, content_type="application/octet-stream")
         response["X-Chunk-Nonce"] = s.ChunkSerializer(chunk).data["nonce"]
+        # A re-key may switch generations between a client's requests: it compares this with the
+        # generation of the wrap it unwrapped, and starts over on a mismatch.
+        response["X-Key-Generation"] = str(chunk.generation)
         response["Cache-Control"] = "private, no-store"
         return response
 
@@ -381,7 +381,11 @@ class DatasetViewSet(
         """The data key wrapped for each of your active keys: unwrap one with your private key."""
         dataset = self.get_object()
         access.require_grant(request.user, dataset)
-        return Response(s.WrapSerializer(access.wraps_for(request.user, dataset), many=True).data)
+        wraps = access.wraps_for(request.user, dataset)
+        record_audit_event(  # a client fetches its wraps to decrypt, share or re-key
+            "storage.key_fetched", actor=request.user, request=request, obj=dataset, wraps=len(wraps)
+        )
+        return Response(s.WrapSerializer(wraps, many=True).data)
 
     @extend_schema(
         parameters=[
@@ -411,8 +415,6 @@ class DatasetViewSet(
             response["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{dataset.size}"
         response["Content-Disposition"] = f'attachment; filename="{dataset.file_name}"'
         response["Cache-Control"] = "private, no-store"
-        from portal.services.audit import record_audit_event
-
         record_audit_event(
             "storage.downloaded",
             actor=request.user,
