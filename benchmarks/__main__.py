@@ -5,7 +5,9 @@ Each figure is shown beside a reference measured in the same run on the same ser
   Celery task that only sets a Redis key;
 - API list latency (`GET /api/v1/jobs/`, 50 rows, bearer token) against `GET /api/v1/me/` with the
   same token, and that call against `/healthz`, which touches nothing;
-- the derived metadata matrix (`benchmarks/metadata_matrix.py`) against folding all events in Python.
+- the derived metadata matrix (`benchmarks/metadata_matrix.py`) against folding all events in Python;
+- encrypted storage (`benchmarks/storage.py`): upload, server-side download and re-key MB/s against
+  the same crypto work in one process, and peak memory of the web and worker processes.
 Later issues add their own sections here.
 """
 
@@ -187,6 +189,10 @@ def main() -> int:
 
         matrix_rows, matrix_section = bench_matrix(base, quick=quick)
         rows += matrix_rows
+        from benchmarks.storage import bench_storage
+
+        storage_rows, storage_section = bench_storage(quick=quick)
+        rows += storage_rows
     finally:
         for proc in processes:
             proc.terminate()
@@ -205,6 +211,7 @@ def main() -> int:
     for name, ours, reference, what in rows:
         lines.append(f"| {name} | {ours:.1f} | {reference:.1f} | {ours / reference:.2f} | {what} |")
     lines += matrix_section
+    lines += storage_section
     report = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "report.md").write_text(report)
     print(report)

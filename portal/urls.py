@@ -30,6 +30,8 @@ portal_patterns = (
 urlpatterns = [
     path("", include(portal_patterns)),
     path("", include("metadata.web.urls", namespace="metadata")),
+    path("", include("storage.web.urls", namespace="storage")),
+    path("", include("storage.web.link_urls", namespace="storage-links")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

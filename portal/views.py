@@ -102,10 +102,7 @@ class JobListView(RestrictedViewMixin, ListView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["filterset"] = self.filterset
-        context["startable_kinds"] = [
-            kind for kind in job_service.JOB_KINDS.values()
-            if self.request.user.is_staff or not kind.staff_only
-        ]
+        context["startable_kinds"] = job_service.startable_kinds(self.request.user)
         return context
 
 
@@ -123,7 +120,7 @@ class JobActionView(RestrictedViewMixin, View):
     def post(self, request, pk: int | None = None, verb: str = "start"):
         if verb == "start":
             kind = job_service.JOB_KINDS.get(request.POST.get("kind", ""))
-            if kind is None or (kind.staff_only and not request.user.is_staff):
+            if not job_service.may_start(kind, request.user):
                 raise PermissionDenied("You may not start this kind of job.")
             job_service.start_job(kind.name, user=request.user)
             messages.info(request, f"{kind.label} started.")

@@ -10,6 +10,12 @@ const files = {
     ["dist/css/tabulator.min.css", "tabulator/tabulator.min.css"],
     ["LICENSE", "tabulator/LICENSE"],
   ],
+  // QR codes of private keys (the MIT licence is in the file's header) and reading them back.
+  "qrcode-generator": [["dist/qrcode.mjs", "qrcode-generator/qrcode.js"]],
+  jsqr: [
+    ["dist/jsQR.js", "jsqr/jsQR.js"],
+    ["LICENSE", "jsqr/LICENSE"],
+  ],
 };
 const versions = {};
 for (const [pkg, list] of Object.entries(files)) {

@@ -301,7 +301,10 @@ def validate_recovery_document(document: Any, *, source: str = "") -> dict[str, 
         files.add(name)
         _b64(row.get("nonce"), f"{where}.nonce", NONCE_BYTES, source)
         digests.append(_hex64(row.get("plaintext_sha256"), f"{where}.plaintext_sha256", source))
-        plain = _int(row.get("plaintext_size"), f"{where}.plaintext_size", source, minimum=1)
+        # An empty file is one empty chunk; otherwise no chunk is empty.
+        plain = _int(
+            row.get("plaintext_size"), f"{where}.plaintext_size", source, minimum=0 if len(chunks) == 1 else 1
+        )
         is_last = position == len(chunks) - 1
         if plain > chunk_size or (not is_last and plain != chunk_size):
             raise _fail(source, f"{where}.plaintext_size {plain} does not fit chunk_size {chunk_size}")

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from portal.api.base import StrictModelSerializer, StrictSerializer
 from portal.models import ApiToken, AuditEvent, Job, User
-from portal.services.jobs import JOB_KINDS
+from portal.services.jobs import JOB_KINDS, may_start
 
 
 class UserSerializer(StrictModelSerializer):
@@ -39,6 +39,13 @@ class JobSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, job: Job) -> dict:
+        data = super().to_representation(job)
+        if isinstance(data.get("params"), dict):  # secrets handed to workers stay unshown
+            shown = {n: "(sealed)" if n.startswith("sealed_") else v for n, v in data["params"].items()}
+            data["params"] = shown
+        return data
+
     @extend_schema_field({"type": "object", "nullable": True, "properties": {
         "type": {"type": "string"}, "id": {"type": "integer"}}})
     def get_target(self, job: Job) -> dict | None:
@@ -63,7 +70,7 @@ class JobStartSerializer(StrictSerializer):
     def validate(self, attrs):
         user = self.context["request"].user
         kind = JOB_KINDS.get(attrs["kind"])
-        if kind is None or (kind.staff_only and not user.is_staff):
+        if not may_start(kind, user):
             raise serializers.ValidationError({"kind": [f"Unknown job kind {attrs['kind']!r}."]})
         if kind.params is None:
             if attrs["params"]:

@@ -92,8 +92,7 @@ class JobKindListView(generics.GenericAPIView):
     filter_backends: list = []
 
     def get(self, request):
-        kinds = [k for k in job_service.JOB_KINDS.values() if request.user.is_staff or not k.staff_only]
-        return Response(JobKindSerializer(sorted(kinds, key=lambda k: k.name), many=True).data)
+        return Response(JobKindSerializer(job_service.startable_kinds(request.user), many=True).data)
 
 
 class ApiTokenViewSet(PortalListCreateRetrieveDestroyViewSet):

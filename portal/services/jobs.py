@@ -61,6 +61,9 @@ class JobKind:
     task: Any
     queue: str = "default"
     staff_only: bool = False
+    # False: started only by its app's own endpoint (which prepares what it needs, e.g. sealed
+    # keys), not through `POST /api/v1/jobs/`; such jobs can still be retried.
+    generic_start: bool = True
     description: str = ""
     params: type[serializers.Serializer] | None = None
     retry_on: tuple[type[BaseException], ...] = field(default_factory=tuple)
@@ -69,12 +72,30 @@ class JobKind:
 JOB_KINDS: dict[str, JobKind] = {}
 
 
+def content_type_of(obj) -> ContentType:
+    """The content type of a model or instance, asked of the database rather than the process-wide
+    cache: a long-running web process must not use an id that a flushed (test) database lost."""
+    meta = obj._meta.concrete_model._meta
+    found = ContentType.objects.filter(app_label=meta.app_label, model=meta.model_name).first()
+    return found or ContentType.objects.get_for_model(obj)
+
+
+def may_start(kind: JobKind | None, user) -> bool:
+    """Whether `user` may start `kind` from the jobs page or `POST /api/v1/jobs/`."""
+    return kind is not None and kind.generic_start and (user.is_staff or not kind.staff_only)
+
+
+def startable_kinds(user) -> list[JobKind]:
+    return sorted((k for k in JOB_KINDS.values() if may_start(k, user)), key=lambda k: k.name)
+
+
 def job_task(
     kind: str,
     *,
     label: str,
     queue: str = "default",
     staff_only: bool = False,
+    generic_start: bool = True,
     params: type[serializers.Serializer] | None = None,
     retry_on: tuple[type[BaseException], ...] = (),
     max_retries: int = 3,
@@ -101,8 +122,8 @@ def job_task(
 
         JOB_KINDS[kind] = JobKind(
             name=kind, label=label, task=task, queue=queue, staff_only=staff_only,
-            description=(func.__doc__ or "").strip().split("\n\n")[0], params=params,
-            retry_on=retry_on,
+            generic_start=generic_start, description=(func.__doc__ or "").strip().split("\n\n")[0],
+            params=params, retry_on=retry_on,
         )
         func.task = task
         return func
@@ -180,7 +201,7 @@ def start_job(
         kind=kind,
         params=params or {},
         created_by=user if user is not None and user.is_authenticated else None,
-        target_type=ContentType.objects.get_for_model(target) if target is not None else None,
+        target_type=content_type_of(target) if target is not None else None,
         target_id=target.pk if target is not None else None,
         retry_of=retry_of,
         celery_task_id=str(uuid.uuid4()),

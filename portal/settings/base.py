@@ -245,6 +245,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a field called "state"; each choice set gets its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "DatasetStateEnum": "storage.models.DatasetState",
+        "KeyStateEnum": "storage.models.KeyState",
+    },
 }
 
 # --- background jobs ------------------------------------------------------------------------
@@ -273,6 +278,10 @@ if PORTAL_SCRUB_INTERVAL_HOURS > 0:
     CELERY_BEAT_SCHEDULE["integrity-scrub"] = {
         "task": "portal.start_scheduled_scrub", "schedule": PORTAL_SCRUB_INTERVAL_HOURS * 3600,
     }
+# Datasets whose time in the recycle bin (PORTAL_STORAGE_RETENTION_DAYS) is over are purged daily.
+CELERY_BEAT_SCHEDULE["purge-expired-datasets"] = {
+    "task": "storage.purge_expired_datasets", "schedule": 24 * 3600.0,
+}
 # /readyz wants a worker heartbeat no older than this many seconds.
 PORTAL_WORKER_HEARTBEAT_MAX_AGE = env.int("PORTAL_WORKER_HEARTBEAT_MAX_AGE", default=30)
 PORTAL_WORKER_HEARTBEAT_INTERVAL = env.int("PORTAL_WORKER_HEARTBEAT_INTERVAL", default=5)
@@ -284,6 +293,11 @@ STORAGE_MAX_DATASET_SIZE = env.int("PORTAL_STORAGE_MAX_DATASET_SIZE", default=2*
 STORAGE_KEYS_NEED_ACTIVATION = env.bool("PORTAL_STORAGE_KEY_ACTIVATION", default=True)
 STORAGE_UPLOAD_KEY_TTL = env.int("PORTAL_STORAGE_UPLOAD_KEY_TTL", default=7 * 24 * 3600)
 STORAGE_RETENTION_DAYS = env.int("PORTAL_STORAGE_RETENTION_DAYS", default=30)
+# Re-key and scrub jobs get the data key sealed for this many seconds (a retry after that needs
+# the key again); after a re-key's switch the old files stay this many seconds for downloads
+# that began before it.
+STORAGE_JOB_KEY_TTL = env.int("PORTAL_STORAGE_JOB_KEY_TTL", default=2 * 24 * 3600)
+STORAGE_REKEY_GRACE_SECONDS = env.int("PORTAL_STORAGE_REKEY_GRACE_SECONDS", default=60)
 # Seals upload keys and keys handed to workers; derived from SECRET_KEY when empty.
 PORTAL_SEALING_KEY = env.str("PORTAL_SEALING_KEY", default="")
 # Request bodies up to this size stay in memory: a plaintext chunk must never spool to a temp file.

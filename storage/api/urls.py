@@ -12,3 +12,18 @@ router.register("root-keys", views.RootKeyViewSet, basename="rootkey")
 router.register("datasets", views.DatasetViewSet, basename="dataset")
 
 urlpatterns = router.urls
+
+# Upload links: managing them, and the upload-only endpoints a link opens (storage/api/links.py).
+from storage.api import links as link_api  # noqa: E402
+
+urlpatterns = [*urlpatterns, *link_api.urlpatterns]
+
+# Dataset jobs: re-key and scrub (storage/api/jobs.py).
+from django.urls import path  # noqa: E402
+
+from storage.api import jobs as job_api  # noqa: E402
+
+urlpatterns += [
+    path("datasets/<str:mnemonic>/rekey/", job_api.DatasetRekeyView.as_view(), name="dataset-rekey"),
+    path("datasets/<str:mnemonic>/scrub/", job_api.DatasetScrubView.as_view(), name="dataset-scrub"),
+]

@@ -8,6 +8,8 @@ dataset's description but not its data unless someone shared it with them.
 
 from __future__ import annotations
 
+import json
+
 from django.db.models import Q
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -15,6 +17,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from metadata.models import Project
@@ -24,6 +27,7 @@ from portal.services.audit import record_audit_event
 from storage.api import serializers as s
 from storage.models import Dataset, DatasetState, Grant, GrantLevel, RootKey, UserKey
 from storage.services import access, chunkstore, downloads, keys, lifecycle, uploads
+from storage.services.datasets import update_details
 from storage.services.errors import StorageError
 
 KEY_HEADER = "X-Dataset-Key"
@@ -37,6 +41,24 @@ class StorageErrorsMixin:
         if isinstance(exc, StorageError):
             return Response({"detail": exc.message, "code": exc.code}, status=exc.status)
         return super().handle_exception(exc)
+
+
+def streamed(request, pieces):
+    """Under ASGI, Django buffers a synchronous iterator whole before sending it (a 4 GiB download
+    would sit in the web process's memory); an asynchronous one that decrypts each chunk in a
+    thread is sent chunk by chunk. The pieces read files only, no database."""
+    from asgiref.sync import sync_to_async
+    from django.core.handlers.asgi import ASGIRequest
+
+    if not isinstance(getattr(request, "_request", request), ASGIRequest):
+        return pieces
+
+    async def stream():
+        iterator = iter(pieces)
+        while (piece := await sync_to_async(next, thread_sensitive=False)(iterator, None)) is not None:
+            yield piece
+
+    return stream()
 
 
 def supplied_key(request, *, required: bool) -> bytes | None:
@@ -143,6 +165,21 @@ class RootKeyViewSet(
 # --- datasets -----------------------------------------------------------------------------------------
 
 
+class BinaryRenderer(BaseRenderer):
+    """Lets clients ask for `application/octet-stream` where bytes are served (chunks, content);
+    the bytes bypass it, and errors are still rendered as JSON text."""
+
+    media_type = "application/octet-stream"
+    format = "bin"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, bytes) else json.dumps(data).encode()
+
+
+BYTE_RENDERERS = [JSONRenderer, BinaryRenderer]
+
+
 class RawChunkParser(BaseParser):
     """Chunk bodies are raw bytes; they are read by the view itself, never parsed."""
 
@@ -247,10 +284,11 @@ class DatasetViewSet(
         return Response(body, status=status.HTTP_201_CREATED)
 
     def perform_update(self, serializer):
-        project = serializer.validated_data.pop("project", serializer.instance.project)
+        changes = dict(serializer.validated_data)
+        project = changes.get("project", serializer.instance.project)
         if project != serializer.instance.project:
             self._project(project.pk if project else None)
-        serializer.save(project=project)
+        update_details(serializer.instance, changes, actor=self.request.user, request=self.request)
 
     def destroy(self, request, mnemonic=None):
         dataset = self.get_object()
@@ -299,7 +337,13 @@ class DatasetViewSet(
         ],
         responses=s.ChunkSerializer,
     )
-    @action(detail=True, methods=["put"], url_path=r"chunks/(?P<index>\d+)", parser_classes=[RawChunkParser])
+    @action(
+        detail=True,
+        methods=["put"],
+        url_path=r"chunks/(?P<index>\d+)",
+        parser_classes=[RawChunkParser],
+        renderer_classes=BYTE_RENDERERS,
+    )
     def put_chunk(self, request, mnemonic=None, index=None):
         dataset = self.get_object()
         access.require_grant(request.user, dataset, GrantLevel.WRITE)
@@ -394,7 +438,7 @@ class DatasetViewSet(
         ],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], renderer_classes=BYTE_RENDERERS)
     def content(self, request, mnemonic=None):
         """The decrypted file, streamed; every chunk's tag is checked (Range requests work). Send
         the data key (unwrapped by your client) in the X-Dataset-Key header, over HTTPS."""
@@ -406,7 +450,9 @@ class DatasetViewSet(
         byte_range = downloads.parse_range(request.headers.get("Range"), dataset.size)
         pieces = downloads.plaintext(dataset, key, byte_range)
         response = StreamingHttpResponse(
-            pieces, content_type="application/octet-stream", status=206 if byte_range else 200
+            streamed(request, pieces),
+            content_type="application/octet-stream",
+            status=206 if byte_range else 200,
         )
         length = byte_range.length if byte_range else dataset.size
         response["Content-Length"] = str(length)

@@ -110,6 +110,9 @@ def share_dataset(dataset: Dataset, *, actor, recipient, level: str, key: bytes,
         )
         raise
     with transaction.atomic():
+        # Locked, so that a re-key cannot switch the key between this check and the new wraps.
+        dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        check_key(dataset, key)
         return _grant(dataset, actor=actor, recipient=recipient, level=level, key=key, request=request)
 
 

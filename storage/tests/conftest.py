@@ -80,3 +80,26 @@ def keyed(people, private_keys, settings, tmp_path):  # noqa: F811 - the importe
     )
     settings.PORTAL_DATA_DIR = tmp_path / "data"
     return people
+
+
+@pytest.fixture
+def team_dataset(keyed, api, private_keys):  # noqa: F811 - the imported fixture
+    """`team_dataset(data)`: the owner uploads `data` and shares it with the writer (write) and
+    the reader (read); returns the dataset and its data key."""
+    from storage.models import Dataset
+    from storage.tests.helpers import unwrap, upload
+
+    def make(data: bytes):
+        owner = api("owner")
+        mnemonic = upload(owner, data)
+        key = unwrap(owner, mnemonic, private_keys["owner"])
+        for role, level in (("writer", "write"), ("reader", "read")):
+            response = owner.post(
+                f"/api/v1/datasets/{mnemonic}/grants/",
+                {"user": role, "level": level, "key": key.hex()},
+                format="json",
+            )
+            assert response.status_code == 201, response.content
+        return Dataset.objects.get(mnemonic=mnemonic), key
+
+    return make

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from portal.models import AuditEvent
 from storage import crypto
 from storage.models import Dataset, DatasetState, KeyWrap, UserKey
-from storage.tests.helpers import CHUNK, key_header, pieces, put, start, unwrap, upload
+from storage.tests.helpers import CHUNK, key_header, pieces, put, start
 
 pytestmark = pytest.mark.django_db
 
@@ -20,18 +21,9 @@ DATA = bytes(range(256)) * (CHUNK // 128)  # two chunks
 
 
 @pytest.fixture
-def shared(keyed, api, private_keys):
-    owner = api("owner")
-    mnemonic = upload(owner, DATA)
-    key = unwrap(owner, mnemonic, private_keys["owner"])
-    for role, level in (("writer", "write"), ("reader", "read")):
-        response = owner.post(
-            f"/api/v1/datasets/{mnemonic}/grants/",
-            {"user": role, "level": level, "key": key.hex()},
-            format="json",
-        )
-        assert response.status_code == 201
-    return mnemonic, key
+def shared(team_dataset):
+    dataset, key = team_dataset(DATA)
+    return dataset.mnemonic, key
 
 
 def expect(role: str, table: dict[str, int], response) -> None:
@@ -85,11 +77,12 @@ def test_changing_and_sharing(role, shared, api, people):
     mnemonic, key = shared
     client = api(role)
     base = f"/api/v1/datasets/{mnemonic}/"
-    expect(
-        role,
-        statuses(401, 404, 403, 200, 200, 200),
-        client.patch(base, {"description": "RNA"}, format="json"),
-    )
+    patched = client.patch(base, {"description": "RNA"}, format="json")
+    expect(role, statuses(401, 404, 403, 200, 200, 200), patched)
+    changed = AuditEvent.objects.filter(action="storage.dataset_changed").first()
+    assert (changed is not None) == (patched.status_code == 200)
+    if changed:
+        assert changed.details["fields"] == ["description"] and changed.actor == people[role]
     share = client.post(
         f"{base}grants/", {"user": "stranger", "level": "read", "key": key.hex()}, format="json"
     )

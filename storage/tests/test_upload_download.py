@@ -260,3 +260,21 @@ def test_recycle_bin(keyed, api, private_keys):
 def test_upload_needs_an_active_key(people, api):
     response = start(api("owner"), b"x" * 10)
     assert response.status_code == 400 and response.json()["code"] == "no_active_key"
+
+
+def test_clients_may_ask_for_octet_streams(keyed, api, private_keys):
+    owner = api("owner")
+    data = payload()
+    mnemonic = upload(owner, data)
+    key = unwrap(owner, mnemonic, private_keys["owner"])
+    accept = {"Accept": "application/octet-stream"}
+    chunk = owner.get(f"/api/v1/datasets/{mnemonic}/chunks/1/", headers=accept)
+    assert chunk.status_code == 200 and chunk["X-Key-Generation"] == "1"
+    nonce = base64.b64decode(chunk["X-Chunk-Nonce"])
+    assert crypto.decrypt_chunk(key, mnemonic, 1, nonce, chunk.content) == pieces(data)[1]
+    content = owner.get(f"/api/v1/datasets/{mnemonic}/content/", headers={**accept, **key_header(key)})
+    assert content.status_code == 200 and b"".join(content.streaming_content) == data
+    refused = owner.get(
+        f"/api/v1/datasets/{mnemonic}/content/", headers={**accept, **key_header(crypto.new_data_key())}
+    )
+    assert refused.status_code == 403 and b"wrong_key" in refused.content

@@ -1,0 +1,395 @@
+"""Benchmark of encrypted storage: upload, server-side decrypted download and re-key over loopback.
+
+Each figure stands beside the raw limit measured in the same run:
+
+- the same cryptographic work over the same 2 MiB chunks in one process, with the code the server
+  uses (`storage.crypto`): SHA-256 + AES-256-GCM encryption for an upload, decryption + SHA-256 for
+  a download, decryption + SHA-256 + encryption for a re-key;
+- `openssl speed` for SHA-256 and AES-256-GCM (16 KiB blocks), and the two combined.
+
+Targets: upload and download at least 50 % of their raw pipeline, re-key at least 80 %; the web
+and worker processes' peak memory (VmHWM) under 256 MiB while moving a 4 GiB file.
+
+The upload is `storage.client.upload_file` (the CLI's code) against a uvicorn server of this
+benchmark's own; the download reads `content/` with the key in the header and throws the bytes
+away; the re-key is the `storage.rekey` job on a Celery worker for the `crypto` queue (timed
+from the job's start to its end, with no grace period for the old files). Run alone:
+`.venv/bin/python -m benchmarks.storage [--quick]`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MIB = 1024 * 1024
+FULL = {"throughput_bytes": 1024 * MIB, "memory_bytes": 4096 * MIB}
+QUICK = {"throughput_bytes": 128 * MIB, "memory_bytes": 256 * MIB}
+MEMORY_LIMIT_MIB = 256
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """Peak resident memory of a process since it started (Linux VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
+def peak_of_tree(pid: int) -> float:
+    peaks = []
+    for member in descendants(pid):
+        try:
+            peaks.append(vm_hwm_mib(member))
+        except OSError:
+            pass
+    return max(peaks)
+
+
+def openssl_speed() -> dict[str, float]:
+    """MB/s (10^6 bytes) of `openssl speed -evp` for SHA-256 and AES-256-GCM at 16 KiB."""
+    rates = {}
+    for name, algorithm in (("sha256", "sha256"), ("aes-256-gcm", "aes-256-gcm")):
+        output = subprocess.run(
+            ["openssl", "speed", "-seconds", "2", "-bytes", "16384", "-evp", algorithm],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        value = re.findall(r"([\d.]+)k\s*$", output.strip().splitlines()[-1])
+        rates[name] = float(value[-1]) / 1000 if value else float("nan")
+    return rates
+
+
+def raw_pipelines(path: Path, chunk_size: int) -> dict[str, float]:
+    """MB/s of the servers' crypto work per operation, in this process, over the file's chunks."""
+    import hashlib
+
+    from storage import crypto
+
+    key, other = crypto.new_data_key(), crypto.new_data_key()
+    timings = {"upload": 0.0, "download": 0.0, "rekey": 0.0}
+    size = 0
+    with open(path, "rb") as handle:
+        for index, chunk in enumerate(crypto.iter_chunks(handle, chunk_size)):
+            size += len(chunk)
+            start = time.perf_counter()
+            hashlib.sha256(chunk).digest()
+            nonce, sealed = crypto.encrypt_chunk(key, "bench_raw_chunks", index, chunk)
+            timings["upload"] += time.perf_counter() - start
+
+            start = time.perf_counter()
+            plain = crypto.decrypt_chunk(key, "bench_raw_chunks", index, nonce, sealed)
+            hashlib.sha256(plain).digest()
+            timings["download"] += time.perf_counter() - start
+
+            start = time.perf_counter()
+            plain = crypto.decrypt_chunk(key, "bench_raw_chunks", index, nonce, sealed)
+            hashlib.sha256(plain).digest()
+            crypto.encrypt_chunk(other, "bench_raw_chunks", index, plain)
+            timings["rekey"] += time.perf_counter() - start
+    return {name: size / seconds / 1e6 for name, seconds in timings.items()}
+
+
+def make_file(path: Path, size: int) -> Path:
+    if path.exists() and path.stat().st_size == size:
+        return path
+    with open(path, "wb") as handle:
+        left = size
+        while left:
+            block = os.urandom(min(left, 16 * MIB))
+            handle.write(block)
+            left -= len(block)
+    return path
+
+
+def bench_user(state: Path):
+    """A user with an active key (its private key kept under the state directory) and a token."""
+    from django.utils import timezone
+
+    from portal.models import User
+    from portal.services.tokens import create_api_token
+    from storage import crypto
+    from storage.models import KeyState, UserKey
+
+    user, _ = User.objects.get_or_create(username="bench-storage")
+    key_file = state / "bench-storage-key.pem"
+    if key_file.exists():
+        private_key = crypto.load_private_key(key_file.read_text())
+    else:
+        private_key = crypto.generate_private_key()
+        key_file.write_text(crypto.private_key_pem(private_key))
+    public = private_key.public_key()
+    UserKey.objects.get_or_create(
+        user=user,
+        fingerprint=crypto.public_key_fingerprint(public),
+        defaults={"name": "bench", "public_key": crypto.public_key_pem(public), "state": KeyState.ACTIVE},
+    )
+    _, token = create_api_token(
+        user, name="bench", scopes=["read", "write"], expires_at=timezone.now() + dt.timedelta(hours=3)
+    )
+    return private_key, token
+
+
+def wait_job(portal, job_id: int, timeout: float = 3600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = portal.call("GET", f"/jobs/{job_id}/")
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise RuntimeError(f"re-key job {job_id} did not finish")
+
+
+def rekey_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) for name in ("storage.services.rekey", "storage.tasks"))
+
+
+def move_file(portal, private_key, path: Path, *, rekey: bool) -> dict[str, float | str]:
+    """Upload, download (server-side, discarded) and re-key one file; MB/s of each."""
+    from storage import client
+
+    size = path.stat().st_size
+    start = time.perf_counter()
+    result = client.upload_file(portal, path, allow_duplicate=True, quiet=True)
+    figures: dict[str, float | str] = {"upload": size / (time.perf_counter() - start) / 1e6}
+    mnemonic = result.mnemonic
+    key = client.unwrap_data_key(portal, mnemonic, client.fixed_key(private_key))
+    start = time.perf_counter()
+    response = portal.send(
+        "GET",
+        f"/datasets/{mnemonic}/content/",
+        headers={client.KEY_HEADER: client.encode_key(key), "Accept": "*/*"},
+        stream=True,
+    )
+    received = 0
+    while block := response.read(client.READ_BLOCK):
+        received += len(block)
+    figures["download"] = received / (time.perf_counter() - start) / 1e6
+    if received != size:
+        raise RuntimeError(f"the download gave {received} of {size} bytes")
+    if rekey:
+        job = portal.call("POST", f"/datasets/{mnemonic}/rekey/", json_body={"key": client.encode_key(key)})
+        job = wait_job(portal, job["id"])
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"re-key job failed: {job.get('error')}")
+        figures["rekey"] = size / job["duration"] / 1e6
+    figures["mnemonic"] = mnemonic
+    return figures
+
+
+def remove_datasets(mnemonics: list[str]) -> None:
+    from storage.models import Dataset
+    from storage.services import chunkstore, lifecycle
+
+    for dataset in Dataset.objects.filter(mnemonic__in=mnemonics):
+        try:
+            lifecycle.purge_dataset(dataset)
+        except Exception:  # noqa: BLE001 - best effort: the files at least go
+            chunkstore.remove_dataset_files(dataset)
+
+
+def bench_storage(quick: bool = False, *, log=print) -> tuple[list[tuple[str, float, float, str]], list[str]]:
+    """Rows for the main table and a section of their own for the report."""
+    from benchmarks.__main__ import STATE, spawn, wait_http
+    from storage import client
+
+    sizes = QUICK if quick else FULL
+    work = STATE / "storage"
+    work.mkdir(parents=True, exist_ok=True)
+    logs = STATE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    private_key, token = bench_user(work)
+    has_rekey = rekey_available()
+
+    port = free_port()
+    env_note = os.environ.copy()
+    os.environ["PORTAL_STORAGE_REKEY_GRACE_SECONDS"] = "0"  # the job's end is the re-key's end
+    try:
+        web = spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "portal.asgi:application",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--lifespan",
+                "off",
+            ],
+            logs / "storage-web.log",
+        )
+        worker = (
+            spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "-Q",
+                    "crypto",
+                    "-c",
+                    "1",
+                    "--hostname",
+                    f"bench-crypto-{os.getpid()}@bench",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "-l",
+                    "WARNING",
+                ],
+                logs / "storage-worker.log",
+            )
+            if has_rekey
+            else None
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(env_note)
+    base = f"http://127.0.0.1:{port}"
+    mnemonics: list[str] = []
+    files: list[Path] = []
+    try:
+        wait_http(f"{base}/healthz")
+        if worker is not None:
+            time.sleep(3)  # the worker's first heartbeat; the job would wait in the queue otherwise
+        portal = client.Portal(base, token, retries=2)
+        path = make_file(work / "throughput.bin", sizes["throughput_bytes"])
+        files.append(path)
+        log(f"storage: raw pipelines over {path.stat().st_size // MIB} MiB")
+        raw = raw_pipelines(path, 2 * MIB)
+        speed = openssl_speed()
+        log("storage: upload, download, re-key")
+        moved = move_file(portal, private_key, path, rekey=has_rekey)
+        mnemonics.append(str(moved["mnemonic"]))
+        web_after_1 = vm_hwm_mib(web.pid)
+        worker_after_1 = peak_of_tree(worker.pid) if worker else float("nan")
+
+        big = make_file(work / "memory.bin", sizes["memory_bytes"])
+        files.append(big)
+        log(f"storage: moving {big.stat().st_size // MIB} MiB for peak memory")
+        big_moved = move_file(portal, private_key, big, rekey=has_rekey)
+        mnemonics.append(str(big_moved["mnemonic"]))
+        web_peak = vm_hwm_mib(web.pid)
+        worker_peak = peak_of_tree(worker.pid) if worker else float("nan")
+        portal.close()
+    finally:
+        for proc in (web, worker):
+            if proc is not None:
+                proc.terminate()
+        for proc in (web, worker):
+            if proc is not None:
+                proc.wait(timeout=60)
+        remove_datasets(mnemonics)
+        for path in files:
+            path.unlink(missing_ok=True)
+
+    size_mib = sizes["throughput_bytes"] // MIB
+    big_mib = sizes["memory_bytes"] // MIB
+    combined = 1 / (1 / speed["sha256"] + 1 / speed["aes-256-gcm"])
+    rows = [
+        (
+            f"Storage upload, {size_mib} MiB (MB/s)",
+            moved["upload"],
+            raw["upload"],
+            "SHA-256 + AES-256-GCM encrypt, same chunks, one process",
+        ),
+        (
+            f"Storage server-side download, {size_mib} MiB (MB/s)",
+            moved["download"],
+            raw["download"],
+            "AES-256-GCM decrypt + SHA-256, same chunks, one process",
+        ),
+    ]
+    if has_rekey:
+        rows.append(
+            (
+                f"Storage re-key job, {size_mib} MiB (MB/s)",
+                moved["rekey"],
+                raw["rekey"],
+                "decrypt + SHA-256 + encrypt, same chunks, one process",
+            )
+        )
+    section = [
+        "",
+        "## Encrypted storage",
+        "",
+        f"{size_mib} MiB file over loopback, 2 MiB chunks; one uvicorn process, one Celery worker process "
+        "(`crypto` queue). MB/s are 10^6 bytes per second.",
+        "",
+        "| Operation | Portal (MB/s) | Raw pipeline (MB/s) | Ratio | Target |",
+        "| --- | ---: | ---: | ---: | --- |",
+        f"| upload (client → verify + encrypt + write) | {moved['upload']:.0f} | {raw['upload']:.0f} | "
+        f"{moved['upload'] / raw['upload']:.2f} | ≥ 0.50 |",
+        f"| server-side decrypted download | {moved['download']:.0f} | {raw['download']:.0f} | "
+        f"{moved['download'] / raw['download']:.2f} | ≥ 0.50 |",
+    ]
+    if has_rekey:
+        section.append(
+            f"| re-key job | {moved['rekey']:.0f} | {raw['rekey']:.0f} | "
+            f"{moved['rekey'] / raw['rekey']:.2f} | ≥ 0.80 |"
+        )
+    else:
+        section.append("| re-key job | – | – | – | missing: `storage.services.rekey` is not there yet |")
+    section += [
+        "",
+        f"`openssl speed -evp` (16 KiB blocks): SHA-256 {speed['sha256']:.0f} MB/s, AES-256-GCM "
+        f"{speed['aes-256-gcm']:.0f} MB/s, both in turn {combined:.0f} MB/s.",
+        "",
+        "| Peak memory (VmHWM, MiB) | web (uvicorn) | worker (all processes) | Target |",
+        "| --- | ---: | ---: | --- |",
+        f"| after moving {size_mib} MiB | {web_after_1:.0f} | {worker_after_1:.0f} | < {MEMORY_LIMIT_MIB} |",
+        f"| after moving {big_mib} MiB too | {web_peak:.0f} | {worker_peak:.0f} | < {MEMORY_LIMIT_MIB} |",
+    ]
+    if quick:
+        section += ["", f"(--quick: {big_mib} MiB instead of 4 GiB for the memory figure.)"]
+    return rows, section
+
+
+def main() -> int:
+    from benchmarks.__main__ import setup_django
+
+    quick = "--quick" in sys.argv
+    stack = setup_django()
+    try:
+        rows, section = bench_storage(quick)
+    finally:
+        stack.stop(only_started_here=True)
+    for name, ours, reference, what in rows:
+        print(f"{name}: {ours:.1f} vs {reference:.1f} ({ours / reference:.2f}; {what})")
+    print("\n".join(section))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

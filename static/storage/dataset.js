@@ -1,0 +1,194 @@
+// A dataset's page: download and decrypt in the browser, share, re-key, confirm deleting.
+//
+// Downloading: the data key is unwrapped with a private key kept in this browser (GET wraps/),
+// then each chunk's ciphertext (GET chunks/<i>/) is decrypted with AES-256-GCM (nonce from GET
+// chunks/, associated data = dataset id and index), its SHA-256 checked against the chunk table,
+// and written straight to disk where the browser can (showSaveFilePicker); elsewhere the pieces
+// are collected into a Blob and saved as a normal download.
+
+import { call, dataKeyOf } from "./api.js";
+import { datasetHash, decryptChunk, KeyError, sha256, toHex } from "./crypto.js";
+import { formatBytes } from "./format.js";
+
+const config = JSON.parse(document.getElementById("dataset-config").textContent);
+const $ = (id) => document.getElementById(id);
+const base = `datasets/${config.mnemonic}`;
+const AHEAD = 3; // chunks fetched ahead while one is decrypted
+
+function say(element, text, kind = "") {
+  element.textContent = text;
+  element.className = kind;
+}
+
+async function openSink(fileName) {
+  if (typeof window.showSaveFilePicker === "function") {
+    try {
+      const handle = await window.showSaveFilePicker({ suggestedName: fileName });
+      const writable = await handle.createWritable();
+      return { write: (bytes) => writable.write(bytes), close: () => writable.close(), abort: () => writable.abort(), disk: true };
+    } catch (error) {
+      if (error.name === "AbortError") return null; // the person closed the dialog
+      // Not allowed here (e.g. a sandboxed frame): fall back to a normal download.
+    }
+  }
+  const parts = [];
+  return {
+    write: async (bytes) => parts.push(bytes),
+    close: async () => {
+      const url = URL.createObjectURL(new Blob(parts, { type: "application/octet-stream" }));
+      const link = Object.assign(document.createElement("a"), { href: url, download: fileName });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    },
+    abort: async () => { parts.length = 0; },
+    disk: false,
+  };
+}
+
+async function fetchChunk(index) {
+  const response = await call("GET", `${base}/chunks/${index}/`, { raw: true, headers: { Accept: "*/*" } });
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function download() {
+  const button = $("download-button");
+  const status = $("download-status");
+  const bar = $("download-bar");
+  button.disabled = true;
+  say(status, "Preparing…");
+  // Ask where to save first: the browser allows the dialog only right after the click.
+  const sink = await openSink(config.fileName);
+  if (sink === null) {
+    say(status, "Download cancelled.");
+    button.disabled = false;
+    return;
+  }
+  try {
+    say(status, "Opening the dataset's key with your key…");
+    const key = await dataKeyOf(config.user, config.mnemonic);
+    const table = await call("GET", `${base}/chunks/`);
+    $("download-progress").hidden = false;
+    const pending = new Map();
+    const digests = [];
+    let done = 0;
+    for (let i = 0; i < table.length; i++) {
+      for (let j = i; j < Math.min(table.length, i + AHEAD); j++) {
+        if (!pending.has(j)) pending.set(j, fetchChunk(table[j].index));
+      }
+      const chunk = table[i];
+      const ciphertext = await pending.get(i);
+      pending.delete(i);
+      const plain = await decryptChunk(key.cryptoKey, config.mnemonic, chunk.index, chunk.nonce, ciphertext);
+      const digest = await sha256(plain);
+      if (toHex(digest) !== chunk.sha256) throw new KeyError(`Chunk ${chunk.index} does not match its check sum: it was damaged.`);
+      digests.push(digest);
+      await sink.write(plain);
+      done += plain.length;
+      const percent = config.size ? Math.floor((done / config.size) * 100) : 100;
+      bar.value = percent;
+      $("download-percent").textContent = `${percent} %`;
+      say(status, `Decrypting… ${formatBytes(done)} of ${formatBytes(config.size)}`);
+    }
+    if (config.sha256 && (await datasetHash(digests)) !== config.sha256) {
+      throw new KeyError("The file's check sum does not match the dataset's: it is incomplete or damaged.");
+    }
+    await sink.close();
+    bar.value = 100;
+    $("download-percent").textContent = "100 %";
+    say(status, sink.disk ? `Saved ${config.fileName} (${formatBytes(done)}), decrypted and checked.`
+      : `Downloaded ${config.fileName} (${formatBytes(done)}), decrypted and checked.`, "ok");
+    document.body.dataset.downloaded = "yes";
+  } catch (error) {
+    await sink.abort().catch(() => {});
+    say(status, `The download failed: ${error.message}`, "error");
+    if (error.code === "key_not_in_browser") status.append(" ", link(config.keysUrl, "Go to the Keys page"));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function link(href, text) {
+  return Object.assign(document.createElement("a"), { href, textContent: text });
+}
+
+async function share(event) {
+  event.preventDefault();
+  const status = $("share-status");
+  const user = $("share-user").value.trim();
+  const level = $("share-level").value;
+  if (!user) {
+    say(status, "Type the user name of the person to share with.", "error");
+    $("share-user").focus();
+    return;
+  }
+  const button = event.target.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    say(status, "Opening the dataset's key with your key…");
+    const key = await dataKeyOf(config.user, config.mnemonic);
+    await call("POST", `${base}/grants/`, { json: { user, level, key: key.base64 } });
+    say(status, `Shared with ${user}.`, "ok");
+    window.location.reload();
+  } catch (error) {
+    say(status, `Not shared: ${error.message}`, "error");
+    if (error.code === "key_not_in_browser") status.append(" ", link(config.keysUrl, "Go to the Keys page"));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function rekey() {
+  const status = $("rekey-status");
+  const button = $("rekey-button");
+  if (!window.confirm("Re-key this dataset? It is encrypted again under a new key; this takes a while for large files.")) return;
+  button.disabled = true;
+  try {
+    say(status, "Opening the dataset's key with your key…");
+    const key = await dataKeyOf(config.user, config.mnemonic);
+    const job = await call("POST", config.rekeyUrl, { json: { key: key.base64 } });
+    $("rekey-progress").hidden = false;
+    await followJob(job, (current) => {
+      const percent = Math.floor((current.progress || 0) * 100);
+      $("rekey-bar").value = percent;
+      $("rekey-percent").textContent = `${percent} %`;
+      say(status, current.message || "Re-keying…");
+    }, status);
+  } catch (error) {
+    say(status, `Re-keying failed: ${error.message}`, "error");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function followJob(job, update, status) {
+  const id = job.id || (job.job && job.job.id);
+  if (!id) {
+    say(status, "Re-keying started.", "ok");
+    return;
+  }
+  for (;;) {
+    const current = await call("GET", `/api/v1/jobs/${id}/`);
+    update(current);
+    if (current.state === "succeeded") {
+      say(status, "Re-keyed: the data is now encrypted under a new key.", "ok");
+      document.body.dataset.rekeyed = "yes";
+      setTimeout(() => window.location.reload(), 1500);
+      return;
+    }
+    if (current.state === "failed" || current.state === "cancelled") {
+      say(status, `Re-keying ${current.state}: ${current.error || current.message || ""}`, "error");
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+$("download-button")?.addEventListener("click", download);
+$("share-form")?.addEventListener("submit", share);
+$("rekey-button")?.addEventListener("click", rekey);
+$("delete-form")?.addEventListener("submit", (event) => {
+  if (!window.confirm("Move this dataset to the recycle bin? It can be restored for a while.")) event.preventDefault();
+});
+document.body.dataset.ready = "yes";

@@ -1,0 +1,1 @@
+"""Pages of the storage app: datasets, uploading, and keys (namespace `storage`)."""
