@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -34,8 +35,9 @@ def files_under(path: Path) -> list[Path]:
 
 @pytest.mark.django_db(transaction=True)  # committed, so that pg_dump sees it
 def test_upload_then_download_gives_the_same_bytes_and_nothing_plain_is_stored(
-    keyed, api, private_keys, tmp_path
+    keyed, api, private_keys, tmp_path, caplog
 ):
+    caplog.set_level(logging.DEBUG)  # every log record of the whole round trip
     data = payload()
     owner = api("owner")
     response = start(owner, data)
@@ -78,6 +80,11 @@ def test_upload_then_download_gives_the_same_bytes_and_nothing_plain_is_stored(
     assert crypto.key_fingerprint(key).encode() in dump  # the dump holds this test's rows
     for secret in (MARKER, key, key.hex().encode(), base64.b64encode(key), base64.urlsafe_b64encode(key)):
         assert secret not in dump
+
+    logged = "\n".join(record.getMessage() for record in caplog.records) + caplog.text
+    assert MARKER.decode() not in logged  # (nothing on this path logs the data or the key)
+    for secret in (key.hex(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode()):
+        assert secret not in logged
 
     # The recovery file decrypts it offline with the root key.
     out = io.BytesIO()
