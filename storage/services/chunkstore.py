@@ -23,16 +23,38 @@ def chunk_path(dataset, index: int, generation: int | None = None) -> Path:
     return generation_dir(dataset, generation) / chunk_file_name(index)
 
 
-def write_chunk(dataset, index: int, ciphertext: bytes, generation: int | None = None) -> None:
-    """Write one chunk's ciphertext atomically (temp file, fsync, rename)."""
+def write_chunk(
+    dataset, index: int, ciphertext: bytes, generation: int | None = None, *, durable: bool = True
+) -> None:
+    """Write one chunk's ciphertext atomically (temp file, rename). `durable`: fsync it before the
+    rename; a caller that syncs the whole generation before relying on it (`sync_generation`)
+    writes with `durable=False` and pays for one flush instead of one per chunk."""
     target = chunk_path(dataset, index, generation)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(ciphertext)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     tmp.replace(target)
+
+
+def sync_generation(dataset, generation: int | None = None) -> None:
+    """Flush every chunk file of the generation, and its directories, to stable storage."""
+    directory = generation_dir(dataset, generation) / "chunks"
+    for path in sorted(directory.glob("*.bin")):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for folder in (directory, directory.parent):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_chunk(dataset, index: int, generation: int | None = None) -> bytes:

@@ -235,6 +235,7 @@ def reencrypt_chunks(
     written = {c.index: c for c in Chunk.objects.filter(dataset=dataset, generation=target)}
     throttle = Throttle(rate_limit_mb_s)
     counts = {"reencrypted": 0, "reused": 0}
+    pending: list[Chunk] = []
     total = len(old_rows)
     for position, row in enumerate(old_rows):
         if stop_after is not None and position >= stop_after:
@@ -251,23 +252,43 @@ def reencrypt_chunks(
                     "dataset is unchanged. Scrub it and ask the operators to restore the chunk."
                 ) from exc
             nonce, ciphertext = crypto.encrypt_chunk(new_key, dataset.mnemonic, row.index, plaintext)
-            chunkstore.write_chunk(dataset, row.index, ciphertext, generation=target)
-            Chunk.objects.update_or_create(
-                dataset=dataset,
-                generation=target,
-                index=row.index,
-                defaults={
-                    "size": row.size,
-                    "stored_size": len(ciphertext),
-                    "nonce": nonce,
-                    "sha256": row.sha256,
-                },
+            # Not flushed one by one: the switch flushes the whole generation first, and a rerun
+            # after a crash keeps only chunks that verify under the new key.
+            chunkstore.write_chunk(dataset, row.index, ciphertext, generation=target, durable=False)
+            pending.append(
+                Chunk(
+                    dataset=dataset,
+                    generation=target,
+                    index=row.index,
+                    size=row.size,
+                    stored_size=len(ciphertext),
+                    nonce=nonce,
+                    sha256=row.sha256,
+                )
             )
+            if len(pending) >= ROW_BATCH:
+                _save_rows(pending)
             counts["reencrypted"] += 1
             throttle(row.size)
         if progress is not None:
             progress(0.95 * (position + 1) / total, f"Re-encrypted chunk {position + 1} of {total}")
+    _save_rows(pending)
     return counts
+
+
+ROW_BATCH = 8  # chunk rows written per query while re-encrypting (a rerun redoes at most these)
+
+
+def _save_rows(pending: list[Chunk]) -> None:
+    """Record re-encrypted chunks in one query (replacing rows an earlier run left)."""
+    if pending:
+        Chunk.objects.bulk_create(
+            pending,
+            update_conflicts=True,
+            unique_fields=["dataset", "generation", "index"],
+            update_fields=["size", "stored_size", "nonce", "sha256"],
+        )
+        pending.clear()
 
 
 def _verifies(dataset: Dataset, chunk: Chunk, key: bytes, sha256: str) -> bool:
@@ -290,6 +311,7 @@ def switch_generation(
     are deleted. The old files stay until `remove_old_generations`.
     """
     target = generation + 1
+    chunkstore.sync_generation(dataset, target)  # on stable storage before anything points to it
     with transaction.atomic():
         dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
         if dataset.generation != generation:

@@ -15,7 +15,7 @@ import hashlib
 import re
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from portal.services.audit import record_audit_event
@@ -179,14 +179,24 @@ def put_chunk(dataset: Dataset, index, data: bytes, sha256, *, key: bytes | None
         )
     data_key = upload_key(dataset, key)
     nonce, ciphertext = crypto.encrypt_chunk(data_key, dataset.mnemonic, index, data)
-    chunkstore.write_chunk(dataset, index, ciphertext)
-    values = {"size": len(data), "stored_size": len(ciphertext), "nonce": nonce, "sha256": digest.hex()}
-    try:
-        chunk, _ = Chunk.objects.update_or_create(
-            dataset=dataset, generation=dataset.generation, index=index, defaults=values
-        )
-    except IntegrityError:  # the same chunk arrived twice at once; the later write stands
-        chunk = Chunk.objects.get(dataset=dataset, generation=dataset.generation, index=index)
+    # Flushed to disk at finish, all at once (`finish_upload` checks and syncs every file).
+    chunkstore.write_chunk(dataset, index, ciphertext, durable=False)
+    chunk = Chunk(
+        dataset=dataset,
+        generation=dataset.generation,
+        index=index,
+        size=len(data),
+        stored_size=len(ciphertext),
+        nonce=nonce,
+        sha256=digest.hex(),
+    )
+    # One query; a chunk sent again (or twice at once) replaces the row, the later write stands.
+    Chunk.objects.bulk_create(
+        [chunk],
+        update_conflicts=True,
+        unique_fields=["dataset", "generation", "index"],
+        update_fields=["size", "stored_size", "nonce", "sha256"],
+    )
     return chunk
 
 
@@ -232,34 +242,58 @@ def recovery_document(dataset: Dataset, key: bytes, chunks: list[Chunk]) -> dict
     )
 
 
-@transaction.atomic
+def _drop_incompletely_stored(dataset: Dataset) -> None:
+    """Chunks are written without a flush each (finish flushes them all); after a crash of the
+    machine a chunk file may be shorter than recorded, or gone. Such chunks are dropped from the
+    table, so finishing reports them missing and the client sends them again."""
+    lost = [
+        c.pk
+        for c in chunk_table(dataset)
+        if not _stored_whole(dataset, c)
+    ]
+    if lost:
+        Chunk.objects.filter(pk__in=lost).delete()
+
+
+def _stored_whole(dataset: Dataset, chunk: Chunk) -> bool:
+    try:
+        return chunkstore.chunk_path(dataset, chunk.index).stat().st_size == chunk.stored_size
+    except FileNotFoundError:
+        return False
+
+
 def finish_upload(dataset: Dataset, *, key: bytes | None = None, actor=None, request=None) -> Dataset:
     """All chunks present: compute the dataset hash, write the recovery file, make it available."""
-    dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
-    _require_uploading(dataset)
-    missing = missing_chunks(dataset)
-    if missing:
-        shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
-        raise ConflictError(f"{len(missing)} chunk(s) are missing: {shown}.", code="chunks_missing")
-    data_key = upload_key(dataset, key)
-    chunks = chunk_table(dataset)
-    dataset.sha256 = crypto.dataset_hash(bytes.fromhex(c.sha256) for c in chunks)
-    if not dataset.first_chunk_sha256 and chunks:
-        dataset.first_chunk_sha256 = chunks[0].sha256
-    document = recovery_document(dataset, data_key, chunks)
-    if document is not None:
-        write_recovery_file(chunkstore.generation_dir(dataset), document)
-    dataset.state, dataset.completed_at = DatasetState.AVAILABLE, timezone.now()
-    dataset.sealed_key, dataset.sealed_until = "", None
-    dataset.save(
-        update_fields=["sha256", "first_chunk_sha256", "state", "completed_at", "sealed_key", "sealed_until"]
-    )
-    record_audit_event(
-        "storage.upload_finished",
-        actor=actor,
-        request=request,
-        obj=dataset,
-        sha256=dataset.sha256,
-        recovery_file=document is not None,
-    )
+    _drop_incompletely_stored(dataset)  # outside the transaction: a refusal below keeps it
+    with transaction.atomic():
+        dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        _require_uploading(dataset)
+        missing = missing_chunks(dataset)
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
+            raise ConflictError(f"{len(missing)} chunk(s) are missing: {shown}.", code="chunks_missing")
+        data_key = upload_key(dataset, key)
+        chunks = chunk_table(dataset)
+        dataset.sha256 = crypto.dataset_hash(bytes.fromhex(c.sha256) for c in chunks)
+        if not dataset.first_chunk_sha256 and chunks:
+            dataset.first_chunk_sha256 = chunks[0].sha256
+        chunkstore.sync_generation(dataset)  # every chunk on stable storage before it is available
+        document = recovery_document(dataset, data_key, chunks)
+        if document is not None:
+            write_recovery_file(chunkstore.generation_dir(dataset), document)
+        dataset.state, dataset.completed_at = DatasetState.AVAILABLE, timezone.now()
+        dataset.sealed_key, dataset.sealed_until = "", None
+        dataset.save(
+            update_fields=[
+                "sha256", "first_chunk_sha256", "state", "completed_at", "sealed_key", "sealed_until"
+            ]
+        )
+        record_audit_event(
+            "storage.upload_finished",
+            actor=actor,
+            request=request,
+            obj=dataset,
+            sha256=dataset.sha256,
+            recovery_file=document is not None,
+        )
     return dataset

@@ -285,3 +285,21 @@ def test_clients_may_ask_for_octet_streams(keyed, api, private_keys):
         f"/api/v1/datasets/{mnemonic}/content/", headers={**accept, **key_header(crypto.new_data_key())}
     )
     assert refused.status_code == 403 and b"wrong_key" in refused.content
+
+
+def test_a_chunk_lost_in_a_crash_is_reported_missing_at_finish(keyed, api):
+    """Chunks are flushed to disk at finish; one that a crash left short must be sent again."""
+    owner = api("owner")
+    data = payload()
+    mnemonic = start(owner, data).json()["mnemonic"]
+    parts = pieces(data)
+    for index, part in enumerate(parts):
+        assert put(owner, mnemonic, index, part).status_code == 200
+    dataset = Dataset.objects.get(mnemonic=mnemonic)
+    lost = Path(settings.PORTAL_DATA_DIR) / dataset.directory() / "chunks" / "000002.bin"
+    lost.write_bytes(lost.read_bytes()[:1000])  # what a crash before the flush can leave
+    refused = owner.post(f"/api/v1/datasets/{mnemonic}/finish/", {}, format="json")
+    assert refused.status_code == 409 and "1 chunk(s) are missing: 2" in refused.json()["detail"]
+    assert [c["index"] for c in owner.get(f"/api/v1/datasets/{mnemonic}/chunks/").json()] == [0, 1, 3]
+    assert put(owner, mnemonic, 2, parts[2]).status_code == 200
+    assert owner.post(f"/api/v1/datasets/{mnemonic}/finish/", {}, format="json").status_code == 200
