@@ -174,6 +174,7 @@ def test_generate_register_upload_download_share(
     # Re-key: a job (on the worker) encrypts it again under a new key; the page follows it.
     page.get_by_role("button", name="Re-key this dataset").click()
     page.wait_for_function("document.body.dataset.rekeyed === 'yes'", timeout=TIMEOUT)
+    assert page.evaluate("document.body.dataset.rekeyLive") == "yes"  # pushed over the websocket
     dataset.refresh_from_db()
     assert dataset.generation == 2 and crypto.key_fingerprint(data_key) != dataset.key_fingerprint
     page.wait_for_function("document.body.dataset.ready === 'yes' && !document.body.dataset.rekeyed")

@@ -162,27 +162,65 @@ async function rekey() {
   }
 }
 
-async function followJob(job, update, status) {
+// Progress is pushed over the jobs websocket (/ws/jobs/ hears the user's own jobs); should the
+// socket fail, the job is asked for once a second instead.
+function finished(current, status) {
+  if (current.state === "succeeded") {
+    say(status, "Re-keyed: the data is now encrypted under a new key.", "ok");
+    document.body.dataset.rekeyed = "yes";
+    setTimeout(() => window.location.reload(), 1500);
+    return true;
+  }
+  if (current.state === "failed" || current.state === "cancelled") {
+    say(status, `Re-keying ${current.state}: ${current.error || current.message || ""}`, "error");
+    return true;
+  }
+  return false;
+}
+
+function followJob(job, update, status) {
   const id = job.id || (job.job && job.job.id);
   if (!id) {
     say(status, "Re-keying started.", "ok");
-    return;
+    return Promise.resolve();
   }
-  for (;;) {
-    const current = await call("GET", `/api/v1/jobs/${id}/`);
-    update(current);
-    if (current.state === "succeeded") {
-      say(status, "Re-keyed: the data is now encrypted under a new key.", "ok");
-      document.body.dataset.rekeyed = "yes";
-      setTimeout(() => window.location.reload(), 1500);
+  return new Promise((resolve) => {
+    let done = false;
+    let lastSeq = -1;
+    const show = (current) => {
+      if (done || current.id !== id || (current.sequence ?? 0) < lastSeq) return;
+      lastSeq = current.sequence ?? lastSeq;
+      update(current);
+      if (finished(current, status)) { done = true; resolve(); }
+    };
+    const poll = async () => {
+      while (!done) {
+        try { show(await call("GET", `/api/v1/jobs/${id}/`)); } catch (error) { /* try again */ }
+        await new Promise((wait) => setTimeout(wait, 1000));
+      }
+    };
+    let socket;
+    try {
+      const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+      socket = new WebSocket(`${scheme}://${window.location.host}/ws/jobs/`);
+    } catch (error) {
+      poll();
       return;
     }
-    if (current.state === "failed" || current.state === "cancelled") {
-      say(status, `Re-keying ${current.state}: ${current.error || current.message || ""}`, "error");
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
+    socket.addEventListener("open", async () => {
+      socket.send(JSON.stringify({ action: "subscribe", job: id }));
+      try { show(await call("GET", `/api/v1/jobs/${id}/`)); } catch (error) { /* the socket goes on */ }
+    });
+    socket.addEventListener("message", (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "job" && message.job.id === id) {
+        document.body.dataset.rekeyLive = "yes";  // (the browser test checks progress was pushed)
+        show(message.job);
+      }
+      if (done) socket.close();
+    });
+    socket.addEventListener("close", () => { if (!done) poll(); });
+  });
 }
 
 $("download-button")?.addEventListener("click", download);
