@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from portal.services.datastore import resolve
@@ -40,21 +41,44 @@ def write_chunk(
     tmp.replace(target)
 
 
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Flusher:
+    """Flushes written chunk files to disk in a background thread while the caller goes on
+    encrypting the next ones (fsync releases the GIL), so disk and CPU work overlap. Leaving the
+    `with` block waits until every file added is flushed (and re-raises a failure)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-flush")
+        self._pending: list[Future] = []
+
+    def add(self, path: Path) -> None:
+        self._pending.append(self._pool.submit(_fsync_path, path))
+
+    def __enter__(self) -> Flusher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def sync_generation(dataset, generation: int | None = None) -> None:
     """Flush every chunk file of the generation, and its directories, to stable storage."""
     directory = generation_dir(dataset, generation) / "chunks"
     for path in sorted(directory.glob("*.bin")):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(path)
     for folder in (directory, directory.parent):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(folder)
 
 
 def read_chunk(dataset, index: int, generation: int | None = None) -> bytes:

@@ -237,41 +237,43 @@ def reencrypt_chunks(
     counts = {"reencrypted": 0, "reused": 0}
     pending: list[Chunk] = []
     total = len(old_rows)
-    for position, row in enumerate(old_rows):
-        if stop_after is not None and position >= stop_after:
-            break
-        earlier = written.get(row.index)
-        if earlier is not None and _verifies(dataset, earlier, new_key, row.sha256):
-            counts["reused"] += 1
-        else:
-            try:
-                plaintext = decrypt_stored_chunk(dataset, row, old_key)
-            except IntegrityFailureError as exc:
-                raise JobError(
-                    f"Chunk {row.index} of {dataset.mnemonic} is damaged, so it cannot be re-keyed; the "
-                    "dataset is unchanged. Scrub it and ask the operators to restore the chunk."
-                ) from exc
-            nonce, ciphertext = crypto.encrypt_chunk(new_key, dataset.mnemonic, row.index, plaintext)
-            # Not flushed one by one: the switch flushes the whole generation first, and a rerun
-            # after a crash keeps only chunks that verify under the new key.
-            chunkstore.write_chunk(dataset, row.index, ciphertext, generation=target, durable=False)
-            pending.append(
-                Chunk(
-                    dataset=dataset,
-                    generation=target,
-                    index=row.index,
-                    size=row.size,
-                    stored_size=len(ciphertext),
-                    nonce=nonce,
-                    sha256=row.sha256,
+    with chunkstore.Flusher() as flusher:  # flushing overlaps the next chunks' crypto
+        for position, row in enumerate(old_rows):
+            if stop_after is not None and position >= stop_after:
+                break
+            earlier = written.get(row.index)
+            if earlier is not None and _verifies(dataset, earlier, new_key, row.sha256):
+                counts["reused"] += 1
+            else:
+                try:
+                    plaintext = decrypt_stored_chunk(dataset, row, old_key)
+                except IntegrityFailureError as exc:
+                    raise JobError(
+                        f"Chunk {row.index} of {dataset.mnemonic} is damaged, so it cannot be re-keyed; the "
+                        "dataset is unchanged. Scrub it and ask the operators to restore the chunk."
+                    ) from exc
+                nonce, ciphertext = crypto.encrypt_chunk(new_key, dataset.mnemonic, row.index, plaintext)
+                # Flushed in the background while the next chunks are encrypted (the switch flushes the
+                # whole generation once more); a rerun after a crash keeps only chunks that verify.
+                chunkstore.write_chunk(dataset, row.index, ciphertext, generation=target, durable=False)
+                flusher.add(chunkstore.chunk_path(dataset, row.index, target))
+                pending.append(
+                    Chunk(
+                        dataset=dataset,
+                        generation=target,
+                        index=row.index,
+                        size=row.size,
+                        stored_size=len(ciphertext),
+                        nonce=nonce,
+                        sha256=row.sha256,
+                    )
                 )
-            )
-            if len(pending) >= ROW_BATCH:
-                _save_rows(pending)
-            counts["reencrypted"] += 1
-            throttle(row.size)
-        if progress is not None:
-            progress(0.95 * (position + 1) / total, f"Re-encrypted chunk {position + 1} of {total}")
+                if len(pending) >= ROW_BATCH:
+                    _save_rows(pending)
+                counts["reencrypted"] += 1
+                throttle(row.size)
+            if progress is not None:
+                progress(0.95 * (position + 1) / total, f"Re-encrypted chunk {position + 1} of {total}")
     _save_rows(pending)
     return counts
 
