@@ -62,7 +62,9 @@ def _hash(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_private_key(path: str, password_file: str | None) -> rsa.RSAPrivateKey:
+def read_private_key_file(path: str, password_file: str | None) -> rsa.RSAPrivateKey:
+    """A private key from `path` (PEM, JWK or compact text), with the password from the first line
+    of `password_file`, or asked for on a terminal. Raises OSError or a `crypto.CryptoError`."""
     text = Path(path).read_text(encoding="utf-8")
     if password_file is not None:
         lines = Path(password_file).read_text(encoding="utf-8").splitlines()
@@ -82,7 +84,7 @@ def _recover(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         print(f"error: {out} exists (use --force to replace it)", file=sys.stderr)
         return 2
-    key = _read_private_key(args.key, args.password_file)
+    key = read_private_key_file(args.key, args.password_file)
     # Plaintext goes to a partial file (owner-only), renamed only once every check has passed.
     partial = out.with_name(f".{out.name}.partial")
     try:
@@ -161,7 +163,7 @@ def _key_source(args: argparse.Namespace) -> client.KeySource | None:
     def load() -> rsa.RSAPrivateKey:
         if not loaded:
             try:
-                loaded.append(_read_private_key(path, args.password_file))
+                loaded.append(read_private_key_file(path, args.password_file))
             except crypto.KeyFormatError as exc:
                 raise client.ClientError(f"{path}: {exc}") from None
         return loaded[0]

@@ -9,15 +9,13 @@ back) and every active root key.
 
 from __future__ import annotations
 
-import getpass
-import sys
 import time
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from portal.models import Job
 from storage import crypto
+from storage.cli import read_private_key_file
 from storage.models import Dataset, KeyWrap, RootKey
 from storage.services import rekey
 from storage.services.errors import StorageError
@@ -27,20 +25,10 @@ def read_private_key(path: str, password_file: str | None):
     """The root private key from `path` (PEM, JWK or compact text), asking for its password on a
     terminal when it is encrypted and no password file is given."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return read_private_key_file(path, password_file)
     except OSError as exc:
         raise CommandError(f"Cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        if password_file is not None:
-            lines = Path(password_file).read_text(encoding="utf-8").splitlines()
-            return crypto.load_private_key(text, password=lines[0] if lines else "")
-        try:
-            return crypto.load_private_key(text)
-        except crypto.KeyPasswordRequiredError:
-            if not sys.stdin.isatty():
-                raise CommandError("The private key is encrypted; give --password-file.") from None
-            return crypto.load_private_key(text, password=getpass.getpass(f"Password for {path}: "))
-    except (crypto.KeyFormatError, OSError) as exc:
+    except crypto.CryptoError as exc:
         raise CommandError(f"{path}: {exc}") from None
 
 
