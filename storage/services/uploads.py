@@ -15,7 +15,7 @@ import hashlib
 import re
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from portal.services.audit import record_audit_event
@@ -179,6 +179,19 @@ def put_chunk(dataset: Dataset, index, data: bytes, sha256, *, key: bytes | None
         )
     data_key = upload_key(dataset, key)
     nonce, ciphertext = crypto.encrypt_chunk(data_key, dataset.mnemonic, index, data)
+    with transaction.atomic():
+        # A share lock: chunks arrive side by side, but finishing (FOR UPDATE) waits for those in
+        # flight, and a chunk arriving after the finish is refused.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT state FROM storage_dataset WHERE id = %s FOR SHARE", [dataset.pk])
+            (state,) = cursor.fetchone()
+        if state != DatasetState.UPLOADING:
+            raise ConflictError(f"{dataset.mnemonic} is not uploading any more.")
+        return _store_chunk(dataset, index, data, digest.hex(), nonce, ciphertext)
+
+
+def _store_chunk(dataset: Dataset, index: int, data: bytes, sha256: str, nonce: bytes, ciphertext: bytes):
+    """Write the chunk's ciphertext, then its row (in the caller's transaction)."""
     # Flushed to disk at finish, all at once (`finish_upload` checks and syncs every file).
     chunkstore.write_chunk(dataset, index, ciphertext, durable=False)
     chunk = Chunk(
@@ -188,7 +201,7 @@ def put_chunk(dataset: Dataset, index, data: bytes, sha256, *, key: bytes | None
         size=len(data),
         stored_size=len(ciphertext),
         nonce=nonce,
-        sha256=digest.hex(),
+        sha256=sha256,
     )
     # One query; a chunk sent again (or twice at once) replaces the row, the later write stands.
     Chunk.objects.bulk_create(

@@ -303,3 +303,24 @@ def test_a_chunk_lost_in_a_crash_is_reported_missing_at_finish(keyed, api):
     assert [c["index"] for c in owner.get(f"/api/v1/datasets/{mnemonic}/chunks/").json()] == [0, 1, 3]
     assert put(owner, mnemonic, 2, parts[2]).status_code == 200
     assert owner.post(f"/api/v1/datasets/{mnemonic}/finish/", {}, format="json").status_code == 200
+
+
+def test_a_chunk_arriving_after_the_finish_is_refused(keyed, api):
+    from storage.services import uploads
+    from storage.services.errors import ConflictError
+
+    owner = api("owner")
+    data = payload()
+    mnemonic = start(owner, data).json()["mnemonic"]
+    seen_while_uploading = Dataset.objects.get(mnemonic=mnemonic)  # what a slow chunk request loaded
+    for index, part in enumerate(pieces(data)):
+        assert put(owner, mnemonic, index, part).status_code == 200
+    assert owner.post(f"/api/v1/datasets/{mnemonic}/finish/", {}, format="json").status_code == 200
+    part = pieces(data)[1]
+    before = Chunk.objects.get(dataset__mnemonic=mnemonic, index=1)
+    chunk_file = Path(settings.PORTAL_DATA_DIR) / seen_while_uploading.directory() / "chunks" / "000001.bin"
+    stored_bytes = chunk_file.read_bytes()
+    with pytest.raises(ConflictError, match="not uploading any more"):
+        uploads.put_chunk(seen_while_uploading, 1, part, sha(part))
+    after = Chunk.objects.get(dataset__mnemonic=mnemonic, index=1)
+    assert bytes(after.nonce) == bytes(before.nonce) and chunk_file.read_bytes() == stored_bytes  # untouched
