@@ -97,12 +97,8 @@ class UserKeyViewSet(
             state = self.request.query_params.get("state")
             if state:
                 found = found.filter(state=state)
-            if not self.request.query_params.get("all"):
-                found = (
-                    found.filter(user=self.request.user)
-                    if not self.request.user.is_staff or self.request.query_params.get("mine")
-                    else found
-                )
+            if self.request.query_params.get("mine"):  # (for_user already limits others to theirs)
+                found = found.filter(user=self.request.user)
         return found
 
     def perform_create(self, serializer):

@@ -16,7 +16,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import path, reverse
 from django.views import View
 from django.views.generic import ListView, TemplateView
 
@@ -64,13 +64,6 @@ def writable_projects(user):
 
 def has_active_key(user) -> bool:
     return UserKey.objects.filter(user=user, state=KeyState.ACTIVE).exists()
-
-
-def optional_url(name: str, *args) -> str | None:
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
 
 
 def get_dataset(user, mnemonic: str, action: str = "view") -> Dataset:
@@ -208,7 +201,7 @@ class DatasetDetailView(LoginRequiredMixin, View):
             event.label = HISTORY_LABELS.get(event.action, event.action)
             event.recipient = names.get(event.details.get("recipient"))
             event.level = event.details.get("level")
-        rekey_url = optional_url("storage-api:dataset-rekey", dataset.mnemonic)
+        rekey_url = reverse("storage-api:dataset-rekey", args=[dataset.mnemonic])
         return {
             "dataset": dataset,
             "grant": grant,
