@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import os
+import tarfile
 
 import pytest
 from django.utils import timezone
@@ -55,7 +57,7 @@ def drop(page, name: str, data: bytes, modified: int = 1_700_000_000_000) -> Non
 
 
 def test_owner_makes_a_link_and_a_stranger_uploads_through_it_with_a_resume(
-    browser, page, asgi_server, owner_key, settings
+    browser, page, asgi_server, owner_key, settings, tmp_path
 ):
     owner = owner_with_key(owner_key)
     base = asgi_server.url
@@ -93,13 +95,24 @@ def test_owner_makes_a_link_and_a_stranger_uploads_through_it_with_a_resume(
     upload_page.wait_for_selector("li[data-state=done]", timeout=60_000)
     assert upload_page.locator("li[data-state=done] progress").evaluate("bar => bar.value") == 100
     assert "Sent." in upload_page.locator("li[data-state=done] .upload-status").inner_text()
+    # A folder goes as one TAR archive, packed in the guest's browser.
+    folder = tmp_path / "run42-extra"
+    (folder / "qc").mkdir(parents=True)
+    (folder / "qc" / "report.txt").write_text("all lanes passed\n")
+    (folder / "samplesheet.csv").write_text("sample,lane\nS1,1\n")
+    upload_page.locator("#link-folder").set_input_files(str(folder))
+    done = "document.querySelectorAll('li[data-state=done]').length === 2"
+    upload_page.wait_for_function(done, timeout=60_000)
     upload_page.screenshot(path=str(asgi_server.log_path.parent / "link-upload-page.png"), full_page=True)
     guest.close()
 
     link = UploadLink.objects.get()
-    dataset = Dataset.objects.get(upload_link=link)
+    archived = Dataset.objects.get(upload_link=link, file_name="run42-extra.tar")
+    dataset = Dataset.objects.get(upload_link=link, file_name="run42.fastq.gz")
     assert dataset.state == DatasetState.AVAILABLE and dataset.owner == owner and dataset.uploaded_by is None
-    chunk_uses = AuditEvent.objects.filter(action="storage.upload_link_used", details__operation="chunk")
+    chunk_uses = AuditEvent.objects.filter(
+        action="storage.upload_link_used", details__operation="chunk", details__dataset=dataset.mnemonic
+    )
     assert sorted(e.details["index"] for e in chunk_uses) == [0, 1, 2]  # chunk 0 was not sent again
     assert AuditEvent.objects.filter(action="storage.upload_link_used", details__operation="chunks").exists()
 
@@ -108,9 +121,14 @@ def test_owner_makes_a_link_and_a_stranger_uploads_through_it_with_a_resume(
     key = unwrap(client, dataset.mnemonic, owner_key)
     content = client.get(f"/api/v1/datasets/{dataset.mnemonic}/content/", headers=key_header(key))
     assert b"".join(content.streaming_content) == data
+    key = unwrap(client, archived.mnemonic, owner_key)
+    content = client.get(f"/api/v1/datasets/{archived.mnemonic}/content/", headers=key_header(key))
+    with tarfile.open(fileobj=io.BytesIO(b"".join(content.streaming_content))) as archive:
+        assert archive.extractfile("run42-extra/qc/report.txt").read() == b"all lanes passed\n"
+        assert archive.extractfile("run42-extra/samplesheet.csv").read() == b"sample,lane\nS1,1\n"
 
     page.goto(f"{base}/upload-links/")
-    assert "1 file arrived through" in page.locator(".link-uses summary").inner_text()
+    assert "2 files arrived through" in page.locator(".link-uses summary").inner_text()
 
 
 def test_a_revoked_link_says_so_and_an_expired_one_stops_an_upload(page, asgi_server, owner_key):

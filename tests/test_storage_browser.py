@@ -4,7 +4,9 @@ in the browser, sharing, resuming, duplicates; private keys moving between the b
 from __future__ import annotations
 
 import base64
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import segno
 from portal.models import User
 from storage import crypto
 from storage.models import Dataset, DatasetState, Grant, KeyState, KeyWrap, UserKey
-from storage.services import uploads
+from storage.services import downloads, uploads
 from tests.conftest import CHROMIUM
 from tests.helpers import sign_in
 
@@ -224,6 +226,123 @@ def test_resume_after_reload_sends_only_missing_chunks(browser, asgi_server, lab
     page.wait_for_selector('li.file[data-state="error"]', timeout=TIMEOUT)
     assert "differs from the one you began uploading" in page.locator("li.file").text_content()
     context.close()
+
+
+def make_folder(root: Path) -> dict[str, bytes]:
+    """A folder with nesting, an empty file and an empty folder, a long non-ASCII name."""
+    files = {
+        "scans/notes.txt": b"batch 7, re-scanned\n",
+        "scans/empty.dat": b"",
+        "scans/run 1/reads.bin": os.urandom(70_000),
+        "scans/run 1/" + "Übersicht-" + "x" * 120 + ".csv": "sample;tissue\nS-1;Lunge ü\n".encode(),
+    }
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / "scans" / "still empty").mkdir()
+    return files
+
+
+def archive_members(dataset: Dataset, private_key) -> tuple[bytes, dict, dict[str, bytes]]:
+    wrap = KeyWrap.objects.filter(dataset=dataset, user_key__isnull=False).first()
+    data = b"".join(downloads.plaintext(dataset, crypto.unwrap_key(private_key, bytes(wrap.wrapped))))
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:  # Python's tar reader, strict about headers
+        members = {m.name: m for m in archive.getmembers()}
+        contents = {m.name: archive.extractfile(m).read() for m in members.values() if m.isfile()}
+    return data, members, contents
+
+
+def test_a_chosen_folder_is_uploaded_as_one_tar(browser, asgi_server, lab, python_key, tmp_path):
+    alice, _, _ = lab
+    base = asgi_server.url
+    register_active(alice, python_key)
+    files = make_folder(tmp_path)
+    context, page = open_page(browser, base, "alice")
+    page.goto(f"{base}/datasets/upload/")
+    page.wait_for_function("window.portalUpload && window.portalUpload.ready")
+    page.locator("#upload-folder").set_input_files(str(tmp_path / "scans"))
+    page.wait_for_selector('li.file[data-state="done"]', timeout=TIMEOUT)
+    dataset = Dataset.objects.get(owner=alice)
+    assert dataset.state == DatasetState.AVAILABLE and dataset.file_name == "scans.tar"
+    data, members, contents = archive_members(dataset, python_key)
+    assert contents == files
+    assert members["scans/run 1"].isdir() and members["scans"].isdir()
+    assert all(m.uid == 0 and m.uname == "" for m in members.values())
+    assert len(data) % 10240 == 0
+
+    # The same folder again packs into the same bytes: the page finds the same dataset.
+    page.goto(f"{base}/datasets/upload/")
+    page.wait_for_function("window.portalUpload && window.portalUpload.ready")
+    page.locator("#upload-folder").set_input_files(str(tmp_path / "scans"))
+    page.wait_for_selector('li.file[data-state="duplicate"]', timeout=TIMEOUT)
+    assert dataset.mnemonic in page.locator("li.file").text_content()
+    context.close()
+
+
+def test_dropped_folders_are_packed_in_the_browser(browser, asgi_server, lab, python_key, tmp_path):
+    """The archive code of a drop (directory entries read recursively), fed a folder as the
+    browser's file system API gives it, read back by Python's tarfile and by GNU tar."""
+    import shutil
+    import subprocess
+
+    register_active(lab[0], python_key)
+    files = make_folder(tmp_path)
+    context, page = open_page(browser, asgi_server.url, "alice")
+    page.goto(f"{asgi_server.url}/datasets/upload/")
+    given = {name: base64.b64encode(data).decode() for name, data in files.items()}
+    packed = page.evaluate(
+        """async (given) => {
+        const { entriesOfDirectory, folderArchive } = await import("/static/storage/tar.js");
+        // A directory entry as webkitGetAsEntry gives it, over files made here.
+        const tree = { name: "scans", children: new Map() };
+        for (const [path, data] of Object.entries(given)) {
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          const steps = path.split("/").slice(1);
+          const file = new File([bytes], steps.at(-1), { lastModified: 1767225600000 });
+          let node = tree;
+          for (const step of steps.slice(0, -1)) {
+            if (!node.children.has(step)) node.children.set(step, { name: step, children: new Map() });
+            node = node.children.get(step);
+          }
+          node.children.set(steps.at(-1), { name: steps.at(-1), file });
+        }
+        tree.children.set("still empty", { name: "still empty", children: new Map() });
+        const entry = (node) => node.file
+          ? { name: node.name, isFile: true, isDirectory: false, file: (ok) => ok(node.file) }
+          : { name: node.name, isFile: false, isDirectory: true, createReader() {
+                let given = false;  // hands out its entries in two batches, then none
+                const all = [...node.children.values()].map(entry);
+                return { readEntries(ok) {  // answers later, as the real one does
+                  const half = Math.ceil(all.length / 2);
+                  const batch = given === 2 ? [] : given ? all.slice(half) : all.slice(0, half);
+                  given = given ? 2 : 1;
+                  setTimeout(() => ok(batch));
+                } };
+              } };
+        const archive = folderArchive("scans", await entriesOfDirectory(entry(tree)));
+        const bytes = new Uint8Array(await archive.arrayBuffer());
+        let text = "";
+        for (const byte of bytes) text += String.fromCharCode(byte);
+        return { name: archive.name, size: archive.size, data: btoa(text) };
+    }""",
+        given,
+    )
+    context.close()
+    data = base64.b64decode(packed["data"])
+    assert packed["name"] == "scans.tar" and packed["size"] == len(data)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        contents = {m.name: archive.extractfile(m).read() for m in members.values() if m.isfile()}
+    assert contents == files
+    assert members["scans/still empty"].isdir()
+    if shutil.which("tar"):
+        out = tmp_path / "out"
+        out.mkdir()
+        (tmp_path / "packed.tar").write_bytes(data)
+        subprocess.run(["tar", "-xf", str(tmp_path / "packed.tar"), "-C", str(out)], check=True)
+        for name, content in files.items():
+            assert (out / name).read_bytes() == content
 
 
 def test_keys_made_in_python_import_into_the_browser(browser, asgi_server, lab, python_key, tmp_path):

@@ -2,7 +2,10 @@
 // link API, sent in chunks (each hashed here with crypto.subtle, the server checks the hash and
 // encrypts the chunk for the link owner's keys), and finished. The upload's id is kept in
 // localStorage under the file's name, size and date, so dropping the same file after a reload
-// asks the server which chunks it has and sends only the others.
+// asks the server which chunks it has and sends only the others. A folder is packed into one TAR
+// archive as it is sent (tar.js).
+
+import { chosenFolder, droppedItems } from "./tar.js";
 
 const root = document.querySelector("[data-link-upload]");
 const token = root.dataset.token;
@@ -12,6 +15,7 @@ const alertBox = root.querySelector("[data-link-alert]");
 const list = root.querySelector("[data-file-list]");
 const zone = root.querySelector("[data-drop-zone]");
 const input = root.querySelector("[data-file-input]");
+const folderInput = root.querySelector("[data-folder-input]");
 const LINK_REFUSALS = new Set(["link_expired", "link_revoked", "link_unknown", "link_missing"]);
 const RETRIES = 4;
 
@@ -263,23 +267,6 @@ function add(files) {
   if (idle) work();
 }
 
-function droppedFiles(event) {
-  const items = event.dataTransfer.items;
-  if (!items) return Array.from(event.dataTransfer.files);
-  const files = [];
-  for (const item of items) {
-    if (item.kind !== "file") continue;
-    const entry = item.webkitGetAsEntry && item.webkitGetAsEntry();
-    if (entry && entry.isDirectory) {
-      showAlert(`“${entry.name}” is a folder: put it into a ZIP or TAR archive and send that.`);
-      continue;
-    }
-    const file = item.getAsFile();
-    if (file) files.push(file);
-  }
-  return files;
-}
-
 if (!window.crypto || !window.crypto.subtle) {
   stop("This browser cannot check files here (it allows it only over https). Open the link with https://.");
 } else {
@@ -288,14 +275,22 @@ if (!window.crypto || !window.crypto.subtle) {
     zone.classList.add("is-over");
   });
   zone.addEventListener("dragleave", () => zone.classList.remove("is-over"));
-  zone.addEventListener("drop", (event) => {
+  zone.addEventListener("drop", async (event) => {
     event.preventDefault();
     zone.classList.remove("is-over");
-    add(droppedFiles(event));
+    try {
+      add(await droppedItems(event.dataTransfer));
+    } catch (error) {
+      showAlert(`The dropped folder could not be read: ${error.message}`);
+    }
   });
   input.addEventListener("change", () => {
     add(Array.from(input.files));
     input.value = "";
+  });
+  folderInput.addEventListener("change", () => {
+    if (folderInput.files.length) add(chosenFolder(folderInput.files));
+    folderInput.value = "";
   });
   window.addEventListener("beforeunload", (event) => {
     if (busy || queue.length) event.preventDefault();

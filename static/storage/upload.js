@@ -6,11 +6,13 @@
 // with its SHA-256 (PUT chunks/<i>/), and finish/ completes it. An unfinished upload of yours with
 // the same file name and size is resumed: the file is hashed again and only chunks the server
 // lacks (GET chunks/) are sent. When the server's kept key expired, the browser unwraps the key
-// with yours and supplies it (POST key/).
+// with yours and supplies it (POST key/). A dropped or chosen folder is packed into one TAR
+// archive on the way (tar.js), read from the folder's files as it is sent.
 
 import { ApiError, call, dataKeyOf } from "./api.js";
 import { datasetHash, sha256, toHex } from "./crypto.js";
 import { formatBytes } from "./format.js";
+import { chosenFolder, droppedItems } from "./tar.js";
 
 const config = JSON.parse(document.getElementById("upload-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -298,11 +300,15 @@ zone.addEventListener("dragover", (event) => {
   zone.classList.add("over");
 });
 zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-zone.addEventListener("drop", (event) => {
+zone.addEventListener("drop", async (event) => {
   event.preventDefault();
   zone.classList.remove("over");
-  const files = [...event.dataTransfer.files];
-  if (files.length) enqueue(files);
+  try {
+    const files = await droppedItems(event.dataTransfer);
+    if (files.length) enqueue(files);
+  } catch (error) {
+    window.alert(`The dropped folder could not be read: ${error.message}`);
+  }
 });
 zone.addEventListener("keydown", (event) => {
   if (event.key === "Enter" || event.key === " ") {
@@ -312,6 +318,10 @@ zone.addEventListener("keydown", (event) => {
 });
 $("upload-files").addEventListener("change", (event) => {
   enqueue([...event.target.files]);
+  event.target.value = "";
+});
+$("upload-folder").addEventListener("change", (event) => {
+  if (event.target.files.length) enqueue(chosenFolder(event.target.files));
   event.target.value = "";
 });
 window.addEventListener("beforeunload", (event) => {
