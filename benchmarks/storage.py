@@ -10,10 +10,11 @@ Each figure stands beside the raw limit measured in the same run:
 Targets: upload and download at least 50 % of their raw pipeline, re-key at least 80 %; the web
 and worker processes' peak memory (VmHWM) under 256 MiB while moving a 4 GiB file.
 
-The upload is `storage.client.upload_file` (the CLI's code) against a uvicorn server of this
-benchmark's own; the download reads `content/` with the key in the header and throws the bytes
-away; the re-key is the `storage.rekey` job on a Celery worker for the `crypto` queue (timed
-from the job's start to its end, with no grace period for the old files). Run alone:
+The upload is `storage.client.upload_file` (the CLI's code, its default of 4 chunks on their way
+at once) against a uvicorn server of this benchmark's own; the download reads `content/` with the
+key in the header and throws the bytes away; the re-key is the `storage.rekey` job on a Celery
+worker for the `crypto` queue (timed from the job's start to its end, with no grace period for the
+old files). Run alone:
 `.venv/bin/python -m benchmarks.storage [--quick]`.
 """
 

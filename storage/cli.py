@@ -137,6 +137,12 @@ def parse_rate(text: str) -> int:
     return max(1, int(float(match.group(1)) * _UNITS[match.group(2).lower()]))
 
 
+def parse_parallel(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 16:
+        raise argparse.ArgumentTypeError(f"not a number from 1 to 16: {text!r}")
+    return int(text)
+
+
 def _portal(args: argparse.Namespace) -> client.Portal:
     url = args.url or os.environ.get("PORTAL_URL", "")
     token = args.token or os.environ.get("PORTAL_TOKEN", "")
@@ -204,6 +210,7 @@ def _upload(args: argparse.Namespace) -> int:
                     allow_duplicate=args.allow_duplicate,
                     key_source=key_source,
                     rate_limit=args.limit_rate,
+                    parallel=args.parallel,
                     quiet=args.quiet,
                     log=_say(args),
                 )
@@ -371,6 +378,13 @@ def _add_online_commands(commands) -> None:
         help="upload even if you can already read a dataset with the same content",
     )
     upload.add_argument("--limit-rate", type=parse_rate, metavar="RATE", help="at most RATE per second (10M)")
+    upload.add_argument(
+        "--parallel",
+        type=parse_parallel,
+        default=client.DEFAULT_PARALLEL,
+        metavar="N",
+        help=f"chunks sent at once, 1 to 16 (default {client.DEFAULT_PARALLEL})",
+    )
     upload.add_argument("--tmp-dir", metavar="DIR", help="where folders are packed (default: the system's)")
     upload.add_argument("--json", action="store_true", help="one JSON object per path on standard output")
     upload.set_defaults(handler=_upload)

@@ -21,15 +21,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import socket
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +45,7 @@ API = "/api/v1"
 KEY_HEADER = "X-Dataset-Key"
 HASH_HEADER = "X-Content-SHA256"
 READ_BLOCK = 1024 * 1024
+DEFAULT_PARALLEL = 4  # chunks on their way at once
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -144,18 +148,20 @@ class Progress:
 
 
 class RateLimiter:
-    """Keeps the average rate at or below `bytes_per_second` (None: no limit)."""
+    """Keeps the average rate at or below `bytes_per_second` (None: no limit); thread-safe."""
 
     def __init__(self, bytes_per_second: int | None):
         self.rate = bytes_per_second
         self.started = time.monotonic()
         self.sent = 0
+        self._lock = threading.Lock()
 
     def wait(self, count: int) -> None:
         if not self.rate:
             return
-        self.sent += count
-        ahead = self.sent / self.rate - (time.monotonic() - self.started)
+        with self._lock:
+            self.sent += count
+            ahead = self.sent / self.rate - (time.monotonic() - self.started)
         if ahead > 0:
             time.sleep(ahead)
 
@@ -226,6 +232,17 @@ class Portal:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+    def copy(self) -> Portal:
+        """The same server and token over a connection of its own (one per thread)."""
+        return Portal(
+            self.url,
+            self.token,
+            timeout=self.timeout,
+            retries=self.retries,
+            retry_wait=self.retry_wait,
+            on_retry=self.on_retry,
+        )
 
     def __enter__(self) -> Portal:
         return self
@@ -466,14 +483,16 @@ class UploadResult:
 
 
 def _read_at(handle: IO[bytes], offset: int, length: int) -> bytes:
-    handle.seek(offset)
-    data = handle.read(length)
-    while len(data) < length:
-        more = handle.read(length - len(data))
+    """`length` bytes at `offset`; positional (os.pread), so threads can share the handle."""
+    parts = []
+    while length > 0:
+        more = os.pread(handle.fileno(), length, offset)
         if not more:
             raise ClientError(f"{handle.name}: the file became shorter while it was being uploaded")
-        data += more
-    return data
+        parts.append(more)
+        offset += len(more)
+        length -= len(more)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _chunk_length(size: int, chunk_size: int, index: int, count: int) -> int:
@@ -554,12 +573,14 @@ def upload_file(
     allow_duplicate: bool = False,
     key_source: KeySource | None = None,
     rate_limit: int | None = None,
+    parallel: int = DEFAULT_PARALLEL,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> UploadResult:
     """Upload one file as a dataset, resuming your unfinished upload of it if there is one.
 
-    `chunk_size` None: a resumed upload keeps its own; a new one uses the default (2 MiB). The
+    `chunk_size` None: a resumed upload keeps its own; a new one uses the default (2 MiB). Chunks
+    are read, hashed and sent by `parallel` threads, each over a connection of its own. The
     dataset hash the server computes at the end must equal the local one, else `ClientError`.
     """
     path = Path(path)
@@ -617,17 +638,58 @@ def upload_file(
 
         progress = Progress(f"{file_name} → {mnemonic}", size, quiet=quiet)
         limiter = RateLimiter(rate_limit)
-        digests: list[bytes] = []
+        key_lock = threading.Lock()
+
+        def supply_key_once(expired_at: int) -> None:
+            nonlocal key_supplies
+            with key_lock:  # several threads may hear "key needed" at once; one supplies it
+                if key_supplies == expired_at:
+                    supply_key()
+                    key_supplies += 1
+
+        key_supplies = 0
+        connections = threading.local()
+
+        def send_chunk(index: int) -> tuple[bytes, int, bool]:
+            length = _chunk_length(size, size_of_chunks, index, count)
+            data = _read_at(handle, index * size_of_chunks, length)
+            digest = hashlib.sha256(data).digest()  # (hashlib lets other threads run meanwhile)
+            if stored.get(index) == digest.hex():
+                return digest, length, False
+            limiter.wait(length)
+            if not hasattr(connections, "portal"):
+                connections.portal = portal if parallel == 1 else portal.copy()
+                opened.append(connections.portal)
+            seen = key_supplies
+            _put_chunk(connections.portal, mnemonic, index, data, digest.hex(), lambda: supply_key_once(seen))
+            return digest, length, True
+
+        digests: list[bytes] = [b""] * count
         sent = 0
-        for index in range(count):
-            data = _read_at(handle, index * size_of_chunks, _chunk_length(size, size_of_chunks, index, count))
-            digest = hashlib.sha256(data).digest()
-            digests.append(digest)
-            if stored.get(index) != digest.hex():
-                limiter.wait(len(data))
-                _put_chunk(portal, mnemonic, index, data, digest.hex(), supply_key)
-                sent += 1
-            progress.advance(len(data))
+        opened: list[Portal] = []
+        with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="upload") as pool:
+            try:
+                waiting: dict[Future, int] = {}
+                following = iter(range(count))
+                while True:
+                    # At most `parallel` chunks in memory at a time.
+                    for index in itertools.islice(following, max(1, parallel) - len(waiting)):
+                        waiting[pool.submit(send_chunk, index)] = index
+                    if not waiting:
+                        break
+                    done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index = waiting.pop(future)
+                        digest, length, was_sent = future.result()
+                        digests[index] = digest
+                        sent += was_sent
+                        progress.advance(length)
+            finally:
+                for future in waiting:
+                    future.cancel()
+                for connection in opened:
+                    if connection is not portal:
+                        connection.close()
         progress.finish()
         local_hash = crypto.dataset_hash(digests)
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
@@ -725,7 +726,13 @@ def _seal_key(secret: bytes, purpose: str) -> bytes:
         raise ValueError(f"the sealing secret must be at least {_SEALING_SECRET_MIN_BYTES} bytes")
     if not isinstance(purpose, str) or not purpose:
         raise ValueError("the purpose must be a non-empty string")
-    return hkdf_sha256(bytes(secret), _SEAL_INFO + purpose.encode("utf-8"))
+    return _derived_seal_key(bytes(secret), purpose)
+
+
+@functools.lru_cache(maxsize=256)
+def _derived_seal_key(secret: bytes, purpose: str) -> bytes:
+    # Kept for the chunks of an upload that follow each other (the secret is in memory anyway).
+    return hkdf_sha256(secret, _SEAL_INFO + purpose.encode("utf-8"))
 
 
 def seal(secret: bytes, payload: bytes, *, purpose: str, ttl_seconds: int, now: float | None = None) -> str:

@@ -132,8 +132,12 @@ def test_resume_sends_only_the_missing_chunks_over_http(keyed, api, live_server,
         # Uploading it again is skipped as a duplicate; with allow_duplicate a new dataset is made.
         again = client.upload_file(portal, source, chunk_size=CHUNK, quiet=True)
         assert again.skipped and again.duplicate_of == mnemonic
-        forced = client.upload_file(portal, source, chunk_size=CHUNK, allow_duplicate=True, quiet=True)
+        # (one chunk at a time, over the caller's connection; the default sends several at once)
+        forced = client.upload_file(
+            portal, source, chunk_size=CHUNK, allow_duplicate=True, quiet=True, parallel=1
+        )
         assert not forced.resumed and forced.mnemonic != mnemonic and forced.sent == 6
+        assert Dataset.objects.get(mnemonic=forced.mnemonic).sha256 == result.sha256
 
         empty = tmp_path / "empty.txt"
         empty.write_bytes(b"")
