@@ -9,3 +9,10 @@ class PathologyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "pathology"
     verbose_name = "Pathology"
+
+    def ready(self) -> None:
+        from pathology import tasks  # noqa: F401 - job kinds register themselves on import
+        from pathology.services.linking import resolve_slides
+        from portal.services.links import register_link_type
+
+        register_link_type("slide", resolve_slides)

@@ -242,6 +242,37 @@ def _describe_tiff(path: Path, size: int) -> str:
         return f"a TIFF file ({size:,} bytes) that cannot be parsed ({exc})"
 
 
+def _check_tiff(path: Path, max_side: int) -> None:
+    """For TIFF-based files, before any reader allocates for them: the sizes the headers claim,
+    and whether the image data they point to lies inside the file (a cut-off upload does not)."""
+    with open(path, "rb") as handle:
+        if handle.read(4) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return
+    import tifffile
+
+    size = path.stat().st_size
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            pages = list(tiff.pages[:64])
+            largest = max(((int(p.imagewidth), int(p.imagelength)) for p in pages), key=max, default=(0, 0))
+            if max(largest) > max_side:
+                raise SourceError(
+                    f"The file claims {largest[0]:,} × {largest[1]:,} pixels; a slide may have at most "
+                    f"{max_side:,} per side. The file is damaged or not a slide."
+                )
+            for number, page in enumerate(pages):
+                ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
+                if ends and max(ends) > size:
+                    raise SourceError(
+                        f"The file is cut off: image {number + 1} needs data up to byte {max(ends):,} but "
+                        f"the file has {size:,} bytes. The upload or copy was incomplete: send it again."
+                    )
+    except SourceError:
+        raise
+    except Exception:  # noqa: BLE001 - the readers will say what is wrong
+        return
+
+
 def open_slide_source(path: str | Path, *, max_side: int = MAX_SIDE) -> SlideSource:
     """Open a scanner file with the first reader that takes it; `SourceError` if none does."""
     path = Path(path)
@@ -249,15 +280,22 @@ def open_slide_source(path: str | Path, *, max_side: int = MAX_SIDE) -> SlideSou
         raise SourceError(f"The file {path.name} is not there.")
     if path.stat().st_size == 0:
         raise SourceError("The file is empty (0 bytes).")
+    _check_tiff(path, max_side)
     problems = []
     source: SlideSource | None = None
-    try:
-        import openslide
+    import openslide
 
-        if openslide.OpenSlide.detect_format(str(path)):
+    vendor = openslide.OpenSlide.detect_format(str(path))
+    if vendor:
+        # OpenSlide knows the format: if it cannot open the file, the file is damaged, and other
+        # readers would only fill the gaps with made-up pixels.
+        try:
             source = OpenSlideSource(path)
-    except Exception as exc:  # noqa: BLE001 - try the next reader, keep the reason
-        problems.append(f"OpenSlide: {exc}")
+        except Exception as exc:  # noqa: BLE001 - every OpenSlide error, for the user
+            raise SourceError(
+                f"The file looks like a {vendor} slide but cannot be read ({exc}). It may be truncated "
+                "or damaged: upload it again."
+            ) from None
     if source is None:
         try:
             import large_image

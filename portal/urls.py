@@ -39,6 +39,7 @@ urlpatterns = [
     path("api/v1/", include("portal.api.urls", namespace="api")),
     path("api/v1/", include("metadata.api.urls", namespace="metadata-api")),
     path("api/v1/", include("storage.api.urls", namespace="storage-api")),
+    path("api/v1/", include("pathology.api.urls", namespace="pathology-api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

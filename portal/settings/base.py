@@ -249,6 +249,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DatasetStateEnum": "storage.models.DatasetState",
         "KeyStateEnum": "storage.models.KeyState",
+        "SlideStateEnum": "pathology.models.SlideState",
     },
 }
 
@@ -302,6 +303,15 @@ STORAGE_REKEY_GRACE_SECONDS = env.int("PORTAL_STORAGE_REKEY_GRACE_SECONDS", defa
 PORTAL_SEALING_KEY = env.str("PORTAL_SEALING_KEY", default="")
 # Request bodies up to this size stay in memory: a plaintext chunk must never spool to a temp file.
 FILE_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, STORAGE_MAX_CHUNK_SIZE + 1024 * 1024)
+
+# --- whole-slide images ---------------------------------------------------------------------------
+# Files dropped into PORTAL_INGRESS_DIR/<project id>/ are picked up once they stop growing.
+PORTAL_INGRESS_DIR = Path(env.str("PORTAL_INGRESS_DIR", default=str(PORTAL_STATE_DIR / "ingress")))
+PATHOLOGY_TILE_SIZE = env.int("PORTAL_SLIDE_TILE_SIZE", default=512)
+PATHOLOGY_TILE_QUALITY = env.int("PORTAL_SLIDE_TILE_QUALITY", default=90)
+PATHOLOGY_MAX_SIDE = env.int("PORTAL_SLIDE_MAX_SIDE", default=1_000_000)
+PATHOLOGY_WORKERS = env.int("PORTAL_SLIDE_WORKERS", default=0)  # threads per conversion; 0: one per core
+PATHOLOGY_MAX_SLIDE_SIZE = env.int("PORTAL_SLIDE_MAX_SIZE", default=2**40)
 
 # --- logging ------------------------------------------------------------------------------------
 LOGGING = {

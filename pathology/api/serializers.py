@@ -1,0 +1,118 @@
+"""Serializers of the pathology API (fields listed explicitly)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from metadata.models import Entity, Project
+from pathology.models import Pyramid, Slide
+
+
+class PyramidSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Pyramid
+        fields = [
+            "width",
+            "height",
+            "levels",
+            "tile_size",
+            "tile_format",
+            "mpp_x",
+            "mpp_y",
+            "objective_power",
+            "vendor",
+            "reader",
+            "filters",
+            "tissue_tiles",
+            "background_tiles",
+            "removed_island_tiles",
+            "images",
+            "file_size",
+            "seconds",
+            "properties",
+        ]
+        read_only_fields = fields
+
+
+class SlideSerializer(serializers.ModelSerializer):
+    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
+    sample = serializers.PrimaryKeyRelatedField(
+        queryset=Entity.objects.all(), required=False, allow_null=True
+    )
+    pyramid = PyramidSerializer(read_only=True)
+    file = serializers.FileField(write_only=True, required=True, help_text="The scanner file (multipart).")
+    options = serializers.JSONField(
+        required=False, help_text='Filter settings, e.g. {"max_white_fraction": 0.7}.'
+    )
+    dzi = serializers.SerializerMethodField()
+    thumbnail = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Slide
+        fields = [
+            "id",
+            "project",
+            "name",
+            "file_name",
+            "size",
+            "sha256",
+            "state",
+            "message",
+            "options",
+            "sample",
+            "duplicate_of",
+            "ingress",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "pyramid",
+            "dzi",
+            "thumbnail",
+            "file",
+        ]
+        read_only_fields = [
+            "file_name",
+            "size",
+            "sha256",
+            "state",
+            "message",
+            "duplicate_of",
+            "ingress",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_dzi(self, slide) -> str | None:
+        return f"/api/v1/slides/{slide.pk}/deepzoom.dzi" if slide.pyramid_id else None
+
+    def get_thumbnail(self, slide) -> str | None:
+        return f"/api/v1/slides/{slide.pk}/images/thumbnail" if slide.pyramid_id else None
+
+    def validate_sample(self, sample):
+        project = self.initial_data.get("project") if self.instance is None else self.instance.project_id
+        if sample is not None and str(sample.project_id) != str(project):
+            raise serializers.ValidationError("The sample belongs to another project.")
+        return sample
+
+
+class SlideUpdateSerializer(SlideSerializer):
+    file = None
+    project = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta(SlideSerializer.Meta):
+        fields = [f for f in SlideSerializer.Meta.fields if f != "file"]
+        read_only_fields = [*SlideSerializer.Meta.read_only_fields, "options"]
+
+
+class ConvertSerializer(serializers.Serializer):
+    options = serializers.JSONField(required=False, help_text="New filter settings (omit: keep the slide's).")
+
+
+class AnnotationInputSerializer(serializers.Serializer):
+    """A GeoJSON Feature or FeatureCollection (import); geometry in full-resolution pixels."""
+
+    type = serializers.ChoiceField(choices=["Feature", "FeatureCollection"])
+    features = serializers.ListField(child=serializers.DictField(), required=False)
+    geometry = serializers.DictField(required=False)
+    properties = serializers.DictField(required=False, allow_null=True)

@@ -1,0 +1,5 @@
+"""Models of the pathology app, re-exported here."""
+
+from pathology.models.slides import Annotation, AnnotationKind, Pyramid, Slide, SlideQuerySet, SlideState
+
+__all__ = ["Annotation", "AnnotationKind", "Pyramid", "Slide", "SlideQuerySet", "SlideState"]

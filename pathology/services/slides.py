@@ -1,0 +1,287 @@
+"""Slides from arrival to a ready pyramid: adding, converting (the job's work), converting again.
+
+`add_slide` takes a file that is already on the server (moved into the data directory) and
+starts the `pathology.convert` job. The job (`convert_slide`) walks the slide through its states:
+hashing (SHA-256 of the file) → converting (a pyramid with the slide's settings, unless one of
+the same file and settings exists: then it is linked, not converted again) → reading metadata →
+ready; any problem ends in failed with a message meant for the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from pathology.builder import PyramidOptions, build_slide_pyramid
+from pathology.models import Pyramid, Slide, SlideState
+from pathology.pyramid import PyramidError
+from pathology.sources import SourceError, open_slide_source
+from portal.services.audit import record_audit_event
+from portal.services.jobs import JobError, start_job
+
+CONVERT_KIND = "pathology.convert"
+READ_BLOCK = 4 * 1024 * 1024
+OPTION_FIELDS = ("white_level", "max_white_fraction", "min_edge_fraction", "canny_sigma", "min_island_tiles")
+
+
+class SlideError(Exception):
+    """A request about a slide that cannot be done; `status` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "invalid"):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def conversion_options(slide: Slide) -> PyramidOptions:
+    """The slide's settings over the portal's defaults."""
+    options = PyramidOptions(
+        tile_size=settings.PATHOLOGY_TILE_SIZE,
+        quality=settings.PATHOLOGY_TILE_QUALITY,
+        workers=settings.PATHOLOGY_WORKERS or os.cpu_count() or 1,
+    )
+    for name, value in (slide.options or {}).items():
+        if name in OPTION_FIELDS:
+            setattr(options, name, type(getattr(options, name))(value))
+    return options
+
+
+def check_options(values: Any) -> dict[str, Any]:
+    """Validated filter settings from a request (unknown names and bad values: SlideError)."""
+    if values in (None, ""):
+        return {}
+    if not isinstance(values, dict):
+        raise SlideError('The conversion settings are an object, e.g. {"max_white_fraction": 0.7}.')
+    unknown = sorted(set(values) - set(OPTION_FIELDS))
+    if unknown:
+        raise SlideError(
+            f"Unknown conversion settings: {', '.join(unknown)}. Known: {', '.join(OPTION_FIELDS)}."
+        )
+    options = PyramidOptions()
+    cleaned = {}
+    for name, value in values.items():
+        kind = type(getattr(options, name))
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (kind is int and value != int(value))
+        ):
+            raise SlideError(f"{name} is a number{' (whole)' if kind is int else ''}.")
+        cleaned[name] = kind(value)
+        setattr(options, name, kind(value))
+    try:
+        options.check()
+    except ValueError as exc:
+        raise SlideError(str(exc)) from None
+    return cleaned
+
+
+def options_key(options: PyramidOptions) -> str:
+    return hashlib.sha256(json.dumps(options.filters(), sort_keys=True).encode()).hexdigest()
+
+
+def slide_directory(slide: Slide) -> Path:
+    return Path(settings.PORTAL_DATA_DIR) / "slides" / str(slide.pk)
+
+
+def add_slide(
+    *,
+    project,
+    user,
+    source: Path,
+    file_name: str,
+    name: str = "",
+    options: dict | None = None,
+    ingress: str = "api",
+    move: bool = True,
+    start: bool = True,
+) -> Slide:
+    """Take `source` into the data directory as a new slide of `project` and start converting it."""
+    file_name = Path(file_name).name or "slide"
+    size = source.stat().st_size
+    if size > settings.PATHOLOGY_MAX_SLIDE_SIZE:
+        raise SlideError(f"Slides are at most {settings.PATHOLOGY_MAX_SLIDE_SIZE:,} bytes.", status=413)
+    with transaction.atomic():
+        slide = Slide.objects.create(
+            project=project,
+            name=name or Path(file_name).stem,
+            file_name=file_name,
+            size=size,
+            options=check_options(options),
+            ingress=ingress,
+            created_by=user if user is not None and user.is_authenticated else None,
+            message="Waiting to be converted",
+        )
+        target = slide_directory(slide) / "source" / file_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            shutil.move(str(source), target)
+        else:
+            shutil.copyfile(source, target)
+        slide.source_path = str(target.relative_to(settings.PORTAL_DATA_DIR))
+        slide.save(update_fields=["source_path"])
+        record_audit_event("pathology.slide_added", actor=user, obj=slide, file=file_name, ingress=ingress)
+        if start:
+            start_conversion(slide, user)
+    return slide
+
+
+def start_conversion(slide: Slide, user, options: dict | None = None):
+    """(Re)start the slide's conversion job; `options`: new filter settings for it."""
+    if options is not None:
+        slide.options = check_options(options)
+    slide.state = SlideState.UPLOADED
+    slide.message = "Waiting to be converted"
+    slide.progress = 0
+    slide.save(update_fields=["options", "state", "message", "progress", "updated_at"])
+    return start_job(CONVERT_KIND, user=user, target=slide, params={"slide": slide.pk})
+
+
+def reconvert(slide: Slide, user, options: dict | None = None):
+    """Convert again (after a failure, or with other filter settings)."""
+    if slide.state not in (SlideState.FAILED, SlideState.READY):
+        raise SlideError(
+            "The slide is being converted already; wait until it is ready or failed.", 409, "busy"
+        )
+    if not slide.source_full_path.is_file():
+        raise SlideError("The slide's source file is gone; add the slide again.", 409, "source_missing")
+    return start_conversion(slide, user, options)
+
+
+def _set_state(slide: Slide, state: str, message: str, progress) -> None:
+    slide.state, slide.message = state, message
+    Slide.objects.filter(pk=slide.pk).update(state=state, message=message, updated_at=timezone.now())
+    progress(None, f"{SlideState(state).label}: {message}" if message else SlideState(state).label)
+
+
+def file_sha256(path: Path, report=None) -> str:
+    digest = hashlib.sha256()
+    size = max(1, path.stat().st_size)
+    done = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(READ_BLOCK):
+            digest.update(block)
+            done += len(block)
+            if report:
+                report(done / size)
+    return digest.hexdigest()
+
+
+def convert_slide(job, progress, *, slide: int) -> dict:
+    """The conversion job's work (see the module docstring)."""
+    try:
+        obj = Slide.objects.get(pk=slide)
+    except Slide.DoesNotExist:
+        raise JobError(f"Slide {slide} no longer exists.") from None
+    try:
+        return _convert(obj, progress)
+    except (SourceError, PyramidError, SlideError, ValueError, OSError) as exc:
+        message = str(exc) or type(exc).__name__
+        Slide.objects.filter(pk=obj.pk).update(
+            state=SlideState.FAILED, message=message, updated_at=timezone.now()
+        )
+        record_audit_event("pathology.slide_failed", actor=None, obj=obj, error=message[:500])
+        raise JobError(message) from None
+
+
+def _convert(slide: Slide, progress) -> dict:
+    source_path = slide.source_full_path
+    if not source_path.is_file():
+        raise SlideError("The slide's source file is missing.")
+    _set_state(slide, SlideState.HASHING, "computing the file's SHA-256", progress)
+    sha = file_sha256(source_path, lambda f: progress(0.1 * f))
+    Slide.objects.filter(pk=slide.pk).update(sha256=sha)
+    options = conversion_options(slide)
+    key = options_key(options)
+
+    existing = Pyramid.objects.filter(sha256=sha, options_key=key).first()
+    if existing is not None and existing.full_path.is_file():
+        first = Slide.objects.filter(pyramid=existing).exclude(pk=slide.pk).order_by("pk").first()
+        message = (
+            f"The same file as slide “{first.name}” (#{first.pk}): its pyramid is used, not converted again."
+            if first
+            else "This file was converted before with the same settings: that pyramid is used."
+        )
+        Slide.objects.filter(pk=slide.pk).update(
+            pyramid=existing,
+            duplicate_of=first,
+            state=SlideState.READY,
+            message=message,
+            progress=1,
+            updated_at=timezone.now(),
+        )
+        progress(1.0, message)
+        return {"slide": slide.pk, "pyramid": existing.pk, "duplicate_of": first.pk if first else None}
+
+    _set_state(slide, SlideState.CONVERTING, "opening the file", progress)
+    source = open_slide_source(source_path, max_side=settings.PATHOLOGY_MAX_SIDE)
+    relative = Path("pyramids") / sha[:2] / f"{sha}-{key[:12]}.pyramid"
+    target = Path(settings.PORTAL_DATA_DIR) / relative
+    try:
+        result = build_slide_pyramid(
+            source,
+            target,
+            options,
+            progress=lambda fraction, message: progress(0.1 + 0.85 * fraction, f"Converting: {message}"),
+            extra_metadata={"source_sha256": sha, "source_name": slide.file_name},
+        )
+    finally:
+        source.close()
+
+    _set_state(slide, SlideState.READING_METADATA, "recording what the pyramid holds", progress)
+    meta = result.metadata
+    fields = {
+        "path": str(relative),
+        "width": result.width,
+        "height": result.height,
+        "levels": result.levels,
+        "tile_size": result.tile_size,
+        "tile_format": meta["tile_format"],
+        "mpp_x": meta.get("mpp_x"),
+        "mpp_y": meta.get("mpp_y"),
+        "objective_power": meta.get("objective_power"),
+        "vendor": (meta.get("vendor") or "")[:100],
+        "reader": (meta.get("reader") or "")[:100],
+        "properties": meta.get("properties") or {},
+        "filters": meta.get("filters") or {},
+        "tissue_tiles": result.tissue_tiles,
+        "background_tiles": result.background_tiles,
+        "removed_island_tiles": result.removed_island_tiles,
+        "images": _image_names(target),
+        "file_size": target.stat().st_size,
+        "seconds": round(result.seconds, 3),
+    }
+    try:
+        with transaction.atomic():
+            pyramid, _ = Pyramid.objects.update_or_create(sha256=sha, options_key=key, defaults=fields)
+    except IntegrityError:  # converted at the same time by another slide of the same file
+        pyramid = Pyramid.objects.get(sha256=sha, options_key=key)
+    message = (
+        f"{result.width:,} × {result.height:,} pixels, {result.levels} levels, "
+        f"{result.tissue_tiles:,} tissue tiles ({result.background_tiles:,} background, "
+        f"{result.removed_island_tiles:,} in small islands removed)"
+    )
+    Slide.objects.filter(pk=slide.pk).update(
+        pyramid=pyramid, state=SlideState.READY, message=message, progress=1, updated_at=timezone.now()
+    )
+    progress(1.0, f"Ready: {message}")
+    return {
+        "slide": slide.pk,
+        "pyramid": pyramid.pk,
+        "tissue_tiles": result.tissue_tiles,
+        "levels": result.levels,
+    }
+
+
+def _image_names(path: Path) -> list[str]:
+    from pathology.pyramid import SlidePyramid
+
+    with SlidePyramid(path) as pyramid:
+        return pyramid.image_names()

@@ -1,0 +1,25 @@
+"""Background jobs of the pathology app (thin: each calls a service).
+
+Conversions run on the `tiles` queue; they are started by adding a slide or by the slide's
+`convert/` endpoint, not through the generic jobs API.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from pathology.services import slides
+from portal.services.jobs import job_task
+
+
+class ConvertParams(serializers.Serializer):
+    slide = serializers.IntegerField(min_value=1)
+
+
+@job_task(
+    slides.CONVERT_KIND, label="Convert slide", queue="tiles", params=ConvertParams, generic_start=False
+)
+def convert_slide(job, progress, **params) -> dict:
+    """Hash a slide's file, build its tile pyramid (or link an existing one of the same file) and
+    read its metadata."""
+    return slides.convert_slide(job, progress, **params)
