@@ -40,6 +40,9 @@ class SlideSerializer(serializers.ModelSerializer):
         queryset=Entity.objects.all(), required=False, allow_null=True
     )
     pyramid = PyramidSerializer(read_only=True)
+    name = serializers.CharField(
+        max_length=255, required=False, allow_blank=True, help_text="Default: the file name."
+    )
     file = serializers.FileField(write_only=True, required=True, help_text="The scanner file (multipart).")
     options = serializers.JSONField(
         required=False, help_text='Filter settings, e.g. {"max_white_fraction": 0.7}.'
@@ -99,6 +102,7 @@ class SlideSerializer(serializers.ModelSerializer):
 class SlideUpdateSerializer(SlideSerializer):
     file = None
     project = serializers.PrimaryKeyRelatedField(read_only=True)
+    name = serializers.CharField(max_length=255)
 
     class Meta(SlideSerializer.Meta):
         fields = [f for f in SlideSerializer.Meta.fields if f != "file"]

@@ -17,7 +17,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -205,8 +207,22 @@ def _binary(request, data: bytes, content_type: str, etag: str) -> HttpResponse:
     return response
 
 
+class PixelNegotiation(BaseContentNegotiation):
+    """Pixels are sent as they are; errors as JSON. (`format` is the region's own parameter here,
+    not DRF's renderer switch.)"""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+
 class PixelView(SlideErrorsMixin, APIView):
     """Base of the tile, region and image views (GET only)."""
+
+    content_negotiation_class = PixelNegotiation
+    renderer_classes = [JSONRenderer]
 
     def etag(self, slide, *parts) -> str:
         pyramid = slide.pyramid
