@@ -43,7 +43,7 @@ class PyramidOptions:
     tile_format: str = "jpeg"  # or "png"
     quality: int = 90
     white_level: int = 220  # 0–255: a pixel with every channel at least this is near white
-    max_white_fraction: float = 0.8  # more near-white pixels than this: background
+    max_white_fraction: float = 0.9  # more near-white pixels than this: background
     min_edge_fraction: float = 0.02  # Canny edge pixels below this fraction: background
     canny_sigma: float = 1.5
     min_island_tiles: int = 3  # tissue groups of fewer tiles are removed (1: keep all)

@@ -31,6 +31,7 @@ urlpatterns = [
     path("", include(portal_patterns)),
     path("", include("metadata.web.urls", namespace="metadata")),
     path("", include("storage.web.urls", namespace="storage")),
+    path("", include("pathology.web", namespace="pathology")),
     path("", include("storage.web.link_urls", namespace="storage-links")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -1,6 +1,6 @@
 // Copy the built files of the pinned browser libraries (package.json) into static/vendor/.
 // Run `npm ci && npm run vendor` after changing a version; commit static/vendor/.
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 const root = join(dirname(new URL(import.meta.url).pathname), "..");
@@ -15,6 +15,14 @@ const files = {
   jsqr: [
     ["dist/jsQR.js", "jsqr/jsQR.js"],
     ["LICENSE", "jsqr/LICENSE"],
+  ],
+  // The slide viewer (a classic script: it defines window.OpenSeadragon), with its button images.
+  openseadragon: [
+    ["build/openseadragon/openseadragon.min.js", "openseadragon/openseadragon.min.js"],
+    ["LICENSE.txt", "openseadragon/LICENSE.txt"],
+    ...readdirSync(join(root, "node_modules", "openseadragon", "build", "openseadragon", "images")).map(
+      (name) => [`build/openseadragon/images/${name}`, `openseadragon/images/${name}`],
+    ),
   ],
 };
 const versions = {};

@@ -14,7 +14,7 @@ urlpatterns = [
     *router.urls,
     path("slides/<int:pk>/deepzoom.dzi", views.DeepZoomDescriptorView.as_view(), name="slide-dzi"),
     re_path(
-        r"^slides/(?P<pk>\d+)/deepzoom_files/(?P<level>\d+)/(?P<x>\d+)_(?P<y>\d+)\.(?P<fmt>jpeg|jpg|png)$",
+        r"^slides/(?P<pk>\d+)/deepzoom_files/(?P<level>\d+)/(?P<x>\d+)_(?P<y>\d+)\.(?P<fmt>[a-z0-9]{1,8})$",
         views.DeepZoomTileView.as_view(),
         name="slide-dzi-tile",
     ),

@@ -244,6 +244,8 @@ class DeepZoomTileView(PixelView):
     def get(self, request, pk, level, x, y, fmt):
         """A Deep Zoom tile: `deepzoom_files/<level>/<x>_<y>.jpeg`."""
         slide, pyramid = _pyramid_of(request, pk)
+        if fmt not in ("jpeg", "jpg", "png"):
+            raise exceptions.NotFound("Tiles are .jpeg (or .png where the pyramid stores PNG).")
         try:
             data = tiles.dzi_tile(pyramid, int(level), int(x), int(y))
         except tiles.NoSuchTileError:

@@ -1,0 +1,121 @@
+"""The slide viewer in headless Chromium: tiles load at several zoom levels, the scale bar and
+magnification follow the zoom, and annotations round-trip through GeoJSON (drawn, exported,
+imported)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metadata.services.projects import create_project, set_member
+from pathology.models import Annotation, Slide
+from pathology.services import slides as slide_service
+from pathology.synthetic import Blob, write_slide
+from portal.models import User
+from tests.helpers import sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "slide-pw-123"
+
+
+@pytest.fixture
+def slide(tmp_path):
+    owner = User.objects.create_user("olga", password=PASSWORD)
+    writer = User.objects.create_user("wim", password=PASSWORD)
+    project = create_project(name="Lung slides", description="", owner=owner)
+    set_member(project, writer, "writer", actor=owner)
+    source = write_slide(
+        tmp_path / "lung.svs",
+        3000,
+        2200,
+        [Blob(1200, 1000, 900, 700), Blob(2400, 1600, 400, 400, 1)],
+        mpp=0.25,
+        layout="aperio",
+    )
+    slide = slide_service.add_slide(
+        project=project, user=writer, source=source, file_name="lung.svs", start=False
+    )
+    slide_service._convert(slide, lambda *args: None)  # as the worker would, here
+    slide.refresh_from_db()
+    return slide
+
+
+def test_viewer_loads_tiles_at_several_levels_and_annotations_round_trip(page, asgi_server, slide, tmp_path):
+    base = asgi_server.url
+    sign_in(page, base, "wim", PASSWORD)
+    page.goto(f"{base}/slides/{slide.pk}/")
+    page.wait_for_function("document.body.dataset.ready === 'yes'", timeout=30_000)
+    page.wait_for_function("window.portalViewer.loadedLevels.size >= 1", timeout=30_000)
+    first = page.evaluate("Math.max(...window.portalViewer.loadedLevels)")
+    top = 12  # Deep Zoom's full resolution: 2^12 ≥ 3000 pixels
+    assert first < top
+    scale_before = page.locator(".scale-bar span").text_content()
+    magnification_before = page.locator("#viewer-magnification").text_content()
+    # Zoom in with the keyboard, then all the way: deeper levels load, scale bar and
+    # magnification follow.
+    page.locator("#viewer").click()
+    zoom = page.evaluate("window.portalViewer.viewer.viewport.getZoom()")
+    for _ in range(4):
+        page.keyboard.press("+")
+        page.wait_for_timeout(300)
+    page.wait_for_function(f"window.portalViewer.viewer.viewport.getZoom() > {zoom} * 1.2")
+    page.evaluate("window.portalViewer.viewer.viewport.zoomTo(window.portalViewer.viewer.viewport.getMaxZoom())")
+    page.wait_for_function(f"window.portalViewer.loadedLevels.has({top})", timeout=30_000)
+    assert len(page.evaluate("[...window.portalViewer.loadedLevels]")) >= 3
+    assert page.locator(".scale-bar span").text_content() != scale_before
+    assert "µm" in page.locator(".scale-bar span").text_content()
+    assert page.locator("#viewer-magnification").text_content() != magnification_before
+    page.evaluate("window.portalViewer.viewer.viewport.goHome(true)")
+
+    # Draw a rectangle with the mouse, labelled.
+    page.get_by_role("button", name="Rectangle").click()
+    page.get_by_label("Label").fill("tumour")
+    box = page.locator("#viewer").bounding_box()
+    x, y = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 80, y + 60, steps=8)
+    page.mouse.up()
+    page.wait_for_selector("#annotation-list li[data-annotation]", timeout=10_000)
+    stored = Annotation.objects.get(slide=slide)
+    assert stored.kind == "rectangle" and stored.label == "tumour"
+    ring = stored.geometry["coordinates"][0]
+    assert len(ring) == 5 and ring[0] == ring[-1] and 0 < ring[0][0] < 3000
+
+    # A point, then export: the file holds both, as stored.
+    page.get_by_role("button", name="Point").click()
+    page.get_by_label("Label").fill("mitosis")
+    page.mouse.click(x + 150, y + 20)
+    page.wait_for_function("document.querySelectorAll('#annotation-list li[data-annotation]').length === 2")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export GeoJSON").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["type"] == "FeatureCollection"
+    assert [(f["properties"]["label"], f["properties"]["kind"]) for f in exported["features"]] == [
+        ("tumour", "rectangle"),
+        ("mitosis", "point"),
+    ]
+    assert exported["features"][0]["geometry"] == stored.geometry
+
+    # Import it again (as another tool would give it back): the same shapes arrive once more.
+    (tmp_path / "back.geojson").write_text(json.dumps(exported))
+    page.locator("#annotations-import").set_input_files(str(tmp_path / "back.geojson"))
+    page.wait_for_function("document.querySelectorAll('#annotation-list li[data-annotation]').length === 4")
+    assert "2 annotations imported" in page.locator("#annotation-status").text_content()
+    geometries = [a.geometry for a in Annotation.objects.filter(slide=slide).order_by("id")]
+    assert geometries[2:] == geometries[:2]
+    # A broken file says why and adds nothing.
+    (tmp_path / "broken.geojson").write_text('{"type": "Feature", "geometry": {"type": "Circle"}}')
+    page.locator("#annotations-import").set_input_files(str(tmp_path / "broken.geojson"))
+    page.wait_for_function(
+        "document.querySelector('#annotation-status').textContent.includes('Not imported')"
+    )
+    assert "Circle" in page.locator("#annotation-status").text_content()
+    assert Annotation.objects.filter(slide=slide).count() == 4
+    # Shapes are drawn over the slide.
+    assert page.locator(".annotation-layer .annotation").count() == 4
+    page.screenshot(path=str(asgi_server.log_path.parent / "slide-viewer.png"))
+    assert Slide.objects.get(pk=slide.pk).state == "ready"
