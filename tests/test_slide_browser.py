@@ -62,7 +62,9 @@ def test_viewer_loads_tiles_at_several_levels_and_annotations_round_trip(page, a
         page.keyboard.press("+")
         page.wait_for_timeout(300)
     page.wait_for_function(f"window.portalViewer.viewer.viewport.getZoom() > {zoom} * 1.2")
-    page.evaluate("window.portalViewer.viewer.viewport.zoomTo(window.portalViewer.viewer.viewport.getMaxZoom())")
+    page.evaluate(
+        "window.portalViewer.viewer.viewport.zoomTo(window.portalViewer.viewer.viewport.getMaxZoom())"
+    )
     page.wait_for_function(f"window.portalViewer.loadedLevels.has({top})", timeout=30_000)
     assert len(page.evaluate("[...window.portalViewer.loadedLevels]")) >= 3
     assert page.locator(".scale-bar span").text_content() != scale_before
