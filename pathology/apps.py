@@ -16,3 +16,7 @@ class PathologyConfig(AppConfig):
         from portal.services.links import register_link_type
 
         register_link_type("slide", resolve_slides)
+
+        from storage.services.sessions import register_upload_purpose
+
+        register_upload_purpose("slide", "whole-slide image")

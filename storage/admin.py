@@ -7,7 +7,17 @@ only change through the upload, re-key and recycle-bin services.
 
 from django.contrib import admin, messages
 
-from storage.models import Chunk, Dataset, Grant, KeyWrap, RootKey, UploadLink, UserKey
+from storage.models import (
+    Chunk,
+    Dataset,
+    Grant,
+    KeyWrap,
+    RootKey,
+    UploadChunk,
+    UploadLink,
+    UploadSession,
+    UserKey,
+)
 from storage.services import keys as key_service
 from storage.services.errors import StorageError
 
@@ -107,3 +117,17 @@ class KeyWrapAdmin(ReadOnlyAdmin):
     list_filter = ("generation", "created_at")
     search_fields = ("dataset__mnemonic", "user_key__user__username", "root_key__name")
     exclude = ("wrapped",)
+
+
+@admin.register(UploadSession)
+class UploadSessionAdmin(ReadOnlyAdmin):
+    list_display = ("file_name", "owner", "purpose", "size", "state", "created_at", "expires_at", "used_by")
+    list_filter = ("state", "purpose", "created_at")
+    search_fields = ("file_name", "owner__username", "sha256")
+
+
+@admin.register(UploadChunk)
+class UploadChunkAdmin(ReadOnlyAdmin):
+    list_display = ("session", "index", "size", "sha256")
+    list_filter = ("session__state",)
+    search_fields = ("sha256", "session__file_name")

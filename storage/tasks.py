@@ -64,3 +64,11 @@ def scrub_dataset(job, progress, **params) -> dict:
 def purge_expired_datasets() -> list[str]:
     """Purge datasets whose time in the recycle bin is over (their files and wraps go)."""
     return lifecycle.purge_expired()
+
+
+@shared_task(name="storage.purge_expired_upload_sessions", ignore_result=True)
+def purge_expired_upload_sessions() -> int:
+    """Remove plain upload sessions (slides, DICOM) that were not finished or used in time."""
+    from storage.services.sessions import purge_expired_sessions
+
+    return purge_expired_sessions()

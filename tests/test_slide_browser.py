@@ -121,3 +121,47 @@ def test_viewer_loads_tiles_at_several_levels_and_annotations_round_trip(page, a
     assert page.locator(".annotation-layer .annotation").count() == 4
     page.screenshot(path=str(asgi_server.log_path.parent / "slide-viewer.png"))
     assert Slide.objects.get(pk=slide.pk).state == "ready"
+
+
+def test_adding_slides_in_the_browser_resumes_and_follows_the_conversion(
+    page, asgi_server, celery_worker_process, tmp_path
+):
+    """Files dropped on the add page go in chunks (an interrupted upload of the same file goes on
+    where it stopped); the worker converts them and the page shows it live: ready with a link to
+    the viewer, or failed with the reason."""
+    import hashlib
+
+    from storage.models import UploadSession
+    from storage.services import sessions
+
+    owner = User.objects.create_user("olga", password=PASSWORD)
+    project = create_project(name="Biopsies", description="", owner=owner)
+    source = write_slide(tmp_path / "biopsy.svs", 2000, 1500, [Blob(900, 700, 600, 500)], layout="aperio")
+    data = source.read_bytes()
+    # An upload of this file that stopped after two of its pieces.
+    earlier = sessions.start_session(
+        owner=owner, file_name="biopsy.svs", size=len(data), purpose="slide", chunk_size=256 * 1024
+    )
+    for index in (0, 1):
+        piece = data[index * 256 * 1024 : (index + 1) * 256 * 1024]
+        sessions.put_chunk(earlier, index, piece, hashlib.sha256(piece).hexdigest())
+    notes = tmp_path / "notes.svs"
+    notes.write_text("sample,stain\nS1,HE\n")
+
+    sign_in(page, asgi_server.url, "olga", PASSWORD)
+    page.goto(f"{asgi_server.url}/slides/add/")
+    page.wait_for_function("document.body.dataset.ready === 'yes'")
+    page.locator("#slide-files").set_input_files([str(source), str(notes)])
+    page.wait_for_selector('#slide-uploads li[data-state="done"]', timeout=90_000)
+    page.wait_for_selector('#slide-uploads li[data-state="error"]', timeout=90_000)
+    done = page.locator('#slide-uploads li[data-state="done"]')
+    assert "Ready" in done.text_content() and "tissue tiles" in done.text_content()
+    failed = page.locator('#slide-uploads li[data-state="error"]').text_content()
+    assert "Not converted" in failed and "text file" in failed
+    earlier.refresh_from_db()
+    assert earlier.state == "used" and UploadSession.objects.filter(owner=owner).count() == 2
+    slide = Slide.objects.get(file_name="biopsy.svs")
+    assert slide.state == "ready" and slide.sha256 == hashlib.sha256(data).hexdigest()
+    assert slide.project == project
+    done.get_by_role("link", name="Open in the viewer").click()
+    page.wait_for_function("window.portalViewer && window.portalViewer.loadedLevels.size > 0", timeout=30_000)

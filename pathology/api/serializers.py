@@ -43,7 +43,16 @@ class SlideSerializer(serializers.ModelSerializer):
     name = serializers.CharField(
         max_length=255, required=False, allow_blank=True, help_text="Default: the file name."
     )
-    file = serializers.FileField(write_only=True, required=True, help_text="The scanner file (multipart).")
+    file = serializers.FileField(
+        write_only=True,
+        required=False,
+        help_text="The scanner file (multipart), for files up to a few hundred MB.",
+    )
+    upload = serializers.IntegerField(
+        write_only=True,
+        required=False,
+        help_text='Or: the id of your finished chunked upload (POST /api/v1/uploads/ with purpose "slide").',
+    )
     options = serializers.JSONField(
         required=False, help_text='Filter settings, e.g. {"max_white_fraction": 0.7}.'
     )
@@ -72,6 +81,7 @@ class SlideSerializer(serializers.ModelSerializer):
             "dzi",
             "thumbnail",
             "file",
+            "upload",
         ]
         read_only_fields = [
             "file_name",
@@ -92,6 +102,13 @@ class SlideSerializer(serializers.ModelSerializer):
     def get_thumbnail(self, slide) -> str | None:
         return f"/api/v1/slides/{slide.pk}/images/thumbnail" if slide.pyramid_id else None
 
+    def validate(self, attrs):
+        if self.instance is None and ("file" in attrs) == ("upload" in attrs):
+            raise serializers.ValidationError(
+                {"file": ["Send the file, or the id of a finished upload (not both)."]}
+            )
+        return attrs
+
     def validate_sample(self, sample):
         project = self.initial_data.get("project") if self.instance is None else self.instance.project_id
         if sample is not None and str(sample.project_id) != str(project):
@@ -101,11 +118,12 @@ class SlideSerializer(serializers.ModelSerializer):
 
 class SlideUpdateSerializer(SlideSerializer):
     file = None
+    upload = None
     project = serializers.PrimaryKeyRelatedField(read_only=True)
     name = serializers.CharField(max_length=255)
 
     class Meta(SlideSerializer.Meta):
-        fields = [f for f in SlideSerializer.Meta.fields if f != "file"]
+        fields = [f for f in SlideSerializer.Meta.fields if f not in ("file", "upload")]
         read_only_fields = [*SlideSerializer.Meta.read_only_fields, "options"]
 
 

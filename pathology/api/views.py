@@ -33,6 +33,7 @@ from pathology.services import tiles
 from portal.api.base import PortalViewSetMixin
 from portal.api.serializers import JobSerializer
 from portal.services.audit import record_audit_event
+from storage.services.errors import StorageError
 
 
 class SlideErrorsMixin:
@@ -103,6 +104,16 @@ class SlideViewSet(
         project = data["project"]
         if not has_project_role(request.user, project, "writer"):
             raise exceptions.PermissionDenied("Adding slides needs the writer role in the project.")
+        if "upload" in data:
+            slide = self._from_upload(request, project, data)
+        else:
+            slide = self._from_file(request, project, data)
+        if data.get("sample") is not None:
+            Slide.objects.filter(pk=slide.pk).update(sample=data["sample"])
+            slide.refresh_from_db()
+        return Response(self.get_serializer(slide).data, status=status.HTTP_201_CREATED)
+
+    def _from_file(self, request, project, data) -> Slide:
         upload = data["file"]
         if upload.size == 0:
             raise slide_service.SlideError("The file is empty (0 bytes).")
@@ -110,7 +121,7 @@ class SlideViewSet(
             for part in upload.chunks():
                 handle.write(part)
         try:
-            slide = slide_service.add_slide(
+            return slide_service.add_slide(
                 project=project,
                 user=request.user,
                 source=Path(handle.name),
@@ -121,10 +132,18 @@ class SlideViewSet(
             )
         finally:
             Path(handle.name).unlink(missing_ok=True)
-        if data.get("sample") is not None:
-            Slide.objects.filter(pk=slide.pk).update(sample=data["sample"])
-            slide.refresh_from_db()
-        return Response(self.get_serializer(slide).data, status=status.HTTP_201_CREATED)
+
+    def _from_upload(self, request, project, data) -> Slide:
+        try:
+            return slide_service.add_slide_from_upload(
+                project=project,
+                user=request.user,
+                upload=data["upload"],
+                name=data.get("name", ""),
+                options=data.get("options"),
+            )
+        except StorageError as exc:
+            raise slide_service.SlideError(exc.message, exc.status, exc.code) from None
 
     def perform_destroy(self, instance):
         record_audit_event("pathology.slide_deleted", actor=self.request.user, obj=instance)

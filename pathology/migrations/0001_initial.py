@@ -6,91 +6,226 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('metadata', '0005_event_references_per_statement'),
+        ("metadata", "0005_event_references_per_statement"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Pyramid',
+            name="Pyramid",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sha256', models.CharField(help_text='SHA-256 of the source file.', max_length=64)),
-                ('options_key', models.CharField(help_text='SHA-256 of the conversion settings.', max_length=64)),
-                ('path', models.CharField(help_text='Pyramid file, relative to the data directory.', max_length=500)),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('levels', models.PositiveSmallIntegerField()),
-                ('tile_size', models.PositiveSmallIntegerField()),
-                ('tile_format', models.CharField(default='jpeg', max_length=8)),
-                ('mpp_x', models.FloatField(blank=True, help_text='Microns per pixel at full resolution.', null=True)),
-                ('mpp_y', models.FloatField(blank=True, null=True)),
-                ('objective_power', models.FloatField(blank=True, null=True)),
-                ('vendor', models.CharField(blank=True, max_length=100)),
-                ('reader', models.CharField(blank=True, max_length=100)),
-                ('properties', models.JSONField(blank=True, default=dict)),
-                ('filters', models.JSONField(blank=True, default=dict)),
-                ('tissue_tiles', models.PositiveIntegerField(default=0)),
-                ('background_tiles', models.PositiveIntegerField(default=0)),
-                ('removed_island_tiles', models.PositiveIntegerField(default=0)),
-                ('images', models.JSONField(blank=True, default=list, help_text='Names of the associated images.')),
-                ('file_size', models.BigIntegerField(default=0)),
-                ('seconds', models.FloatField(default=0, help_text='How long the conversion took.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sha256", models.CharField(help_text="SHA-256 of the source file.", max_length=64)),
+                (
+                    "options_key",
+                    models.CharField(help_text="SHA-256 of the conversion settings.", max_length=64),
+                ),
+                (
+                    "path",
+                    models.CharField(
+                        help_text="Pyramid file, relative to the data directory.", max_length=500
+                    ),
+                ),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                ("levels", models.PositiveSmallIntegerField()),
+                ("tile_size", models.PositiveSmallIntegerField()),
+                ("tile_format", models.CharField(default="jpeg", max_length=8)),
+                (
+                    "mpp_x",
+                    models.FloatField(
+                        blank=True, help_text="Microns per pixel at full resolution.", null=True
+                    ),
+                ),
+                ("mpp_y", models.FloatField(blank=True, null=True)),
+                ("objective_power", models.FloatField(blank=True, null=True)),
+                ("vendor", models.CharField(blank=True, max_length=100)),
+                ("reader", models.CharField(blank=True, max_length=100)),
+                ("properties", models.JSONField(blank=True, default=dict)),
+                ("filters", models.JSONField(blank=True, default=dict)),
+                ("tissue_tiles", models.PositiveIntegerField(default=0)),
+                ("background_tiles", models.PositiveIntegerField(default=0)),
+                ("removed_island_tiles", models.PositiveIntegerField(default=0)),
+                (
+                    "images",
+                    models.JSONField(blank=True, default=list, help_text="Names of the associated images."),
+                ),
+                ("file_size", models.BigIntegerField(default=0)),
+                ("seconds", models.FloatField(default=0, help_text="How long the conversion took.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('sha256', 'options_key'), name='pyramid_per_file_and_settings')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("sha256", "options_key"), name="pyramid_per_file_and_settings"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Slide',
+            name="Slide",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('file_name', models.CharField(max_length=255)),
-                ('source_path', models.CharField(help_text='Source file, relative to the data directory.', max_length=500)),
-                ('size', models.BigIntegerField(default=0)),
-                ('sha256', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('state', models.CharField(choices=[('uploaded', 'Uploaded'), ('hashing', 'Hashing'), ('converting', 'Converting'), ('reading_metadata', 'Reading metadata'), ('ready', 'Ready'), ('failed', 'Failed')], default='uploaded', max_length=20)),
-                ('message', models.TextField(blank=True, help_text='What the conversion is doing, or why it failed.')),
-                ('progress', models.FloatField(default=0)),
-                ('options', models.JSONField(blank=True, default=dict, help_text='Conversion settings for this slide.')),
-                ('ingress', models.CharField(default='api', help_text='How it arrived: api, upload, folder, dataset.', max_length=20)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('duplicate_of', models.ForeignKey(blank=True, help_text='An earlier slide of the same file whose pyramid this one shares.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='pathology.slide')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='slides', to='metadata.project')),
-                ('pyramid', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='slides', to='pathology.pyramid')),
-                ('sample', models.ForeignKey(blank=True, help_text='The specimen or patient this slide shows (stain and diagnosis come from its metadata).', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='slides', to='metadata.entity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=255)),
+                ("file_name", models.CharField(max_length=255)),
+                (
+                    "source_path",
+                    models.CharField(
+                        help_text="Source file, relative to the data directory.", max_length=500
+                    ),
+                ),
+                ("size", models.BigIntegerField(default=0)),
+                ("sha256", models.CharField(blank=True, db_index=True, max_length=64)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("uploaded", "Uploaded"),
+                            ("hashing", "Hashing"),
+                            ("converting", "Converting"),
+                            ("reading_metadata", "Reading metadata"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="uploaded",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "message",
+                    models.TextField(blank=True, help_text="What the conversion is doing, or why it failed."),
+                ),
+                ("progress", models.FloatField(default=0)),
+                (
+                    "options",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Conversion settings for this slide."
+                    ),
+                ),
+                (
+                    "ingress",
+                    models.CharField(
+                        default="api",
+                        help_text="How it arrived: api, upload, folder, dataset.",
+                        max_length=20,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "duplicate_of",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="An earlier slide of the same file whose pyramid this one shares.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="pathology.slide",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="slides",
+                        to="metadata.project",
+                    ),
+                ),
+                (
+                    "pyramid",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="slides",
+                        to="pathology.pyramid",
+                    ),
+                ),
+                (
+                    "sample",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The specimen or patient this slide shows (stain and diagnosis come from its metadata).",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="slides",
+                        to="metadata.entity",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Annotation',
+            name="Annotation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('point', 'Point'), ('rectangle', 'Rectangle'), ('polygon', 'Polygon')], max_length=10)),
-                ('label', models.CharField(blank=True, max_length=200)),
-                ('geometry', models.JSONField()),
-                ('properties', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('slide', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='annotations', to='pathology.slide')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("point", "Point"), ("rectangle", "Rectangle"), ("polygon", "Polygon")],
+                        max_length=10,
+                    ),
+                ),
+                ("label", models.CharField(blank=True, max_length=200)),
+                ("geometry", models.JSONField()),
+                ("properties", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "slide",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="annotations",
+                        to="pathology.slide",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddIndex(
-            model_name='slide',
-            index=models.Index(fields=['project', 'state'], name='pathology_s_project_065102_idx'),
+            model_name="slide",
+            index=models.Index(fields=["project", "state"], name="pathology_s_project_065102_idx"),
         ),
     ]

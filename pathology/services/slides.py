@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,42 @@ def add_slide(
         record_audit_event("pathology.slide_added", actor=user, obj=slide, file=file_name, ingress=ingress)
         if start:
             start_conversion(slide, user)
+    return slide
+
+
+def add_slide_from_upload(
+    *, project, user, upload: int, name: str = "", options: dict | None = None
+) -> Slide:
+    """A new slide from the user's finished chunked upload (purpose "slide")."""
+    from storage.models import UploadSession
+    from storage.services.sessions import take_file
+
+    checked = check_options(options)  # before the upload is spent
+    session = UploadSession.objects.filter(pk=upload, owner=user).first() if upload else None
+    file_name = Path(session.file_name).name if session else "slide"
+    holding = Path(settings.PORTAL_DATA_DIR) / "uploads" / f"taken-{uuid.uuid4().hex}" / file_name
+    with transaction.atomic():
+        session = take_file(
+            upload, user=user, purpose="slide", destination=holding, used_by="pathology.slide"
+        )
+        try:
+            slide = add_slide(
+                project=project,
+                user=user,
+                source=holding,
+                file_name=session.file_name,
+                name=name,
+                options=checked,
+                ingress="upload",
+            )
+        except BaseException:
+            # The transaction is undone: give the file back to the session.
+            session.path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(holding), session.path)
+            raise
+        finally:
+            shutil.rmtree(holding.parent, ignore_errors=True)
+        UploadSession.objects.filter(pk=session.pk).update(used_by=f"pathology.slide:{slide.pk}")
     return slide
 
 

@@ -297,3 +297,49 @@ def test_a_slide_without_pyramid_says_so(api, project, slide_files, small_tiles)
     assert [s["id"] for s in listed] == [slide_id]
     for bad in ("?state=done", "?project=x"):
         assert api("reader").get(f"/api/v1/slides/{bad}").status_code == 400
+
+
+def test_a_slide_from_a_chunked_upload(api, project, slide_files, small_tiles):
+    data = slide_files["aperio"].read_bytes()
+    client = api("writer")
+    chunk = 256 * 1024
+    session = client.post(
+        "/api/v1/uploads/",
+        {"file_name": "case-7.svs", "size": len(data), "purpose": "slide", "chunk_size": chunk},
+        format="json",
+    ).json()
+    for index in range(session["chunk_count"]):
+        piece = data[index * chunk : (index + 1) * chunk]
+        response = client.put(
+            f"/api/v1/uploads/{session['id']}/chunks/{index}/",
+            piece,
+            content_type="application/octet-stream",
+            HTTP_X_CONTENT_SHA256=slide_service.hashlib.sha256(piece).hexdigest(),
+        )
+        assert response.status_code == 200
+    # not finished yet: refused, and nothing is spent
+    early = client.post("/api/v1/slides/", {"project": project.pk, "upload": session["id"]}, format="json")
+    assert early.status_code == 409 and "not finished" in early.json()["detail"]
+    assert client.post(f"/api/v1/uploads/{session['id']}/finish/").json()["state"] == "complete"
+    # someone else cannot take it; bad settings do not spend it
+    other = api("owner").post(
+        "/api/v1/slides/", {"project": project.pk, "upload": session["id"]}, format="json"
+    )
+    assert other.status_code == 404
+    bad = client.post(
+        "/api/v1/slides/",
+        {"project": project.pk, "upload": session["id"], "options": {"x": 1}},
+        format="json",
+    )
+    assert bad.status_code == 400
+    both = client.post("/api/v1/slides/", {"project": project.pk}, format="json")
+    assert both.status_code == 400 and "file" in both.json()["errors"]
+    created = client.post("/api/v1/slides/", {"project": project.pk, "upload": session["id"]}, format="json")
+    assert created.status_code == 201, created.content
+    slide = Slide.objects.get(pk=created.json()["id"])
+    assert slide.file_name == "case-7.svs" and slide.source_full_path.read_bytes() == data
+    run_conversion(slide)
+    assert slide.state == SlideState.READY and slide.pyramid.vendor == "aperio"
+    assert slide.sha256 == slide_service.hashlib.sha256(data).hexdigest()
+    again = client.post("/api/v1/slides/", {"project": project.pk, "upload": session["id"]}, format="json")
+    assert again.status_code == 409

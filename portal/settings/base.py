@@ -283,6 +283,9 @@ if PORTAL_SCRUB_INTERVAL_HOURS > 0:
 CELERY_BEAT_SCHEDULE["purge-expired-datasets"] = {
     "task": "storage.purge_expired_datasets", "schedule": 24 * 3600.0,
 }
+CELERY_BEAT_SCHEDULE["purge-expired-uploads"] = {
+    "task": "storage.purge_expired_upload_sessions", "schedule": 6 * 3600.0,
+}
 # /readyz wants a worker heartbeat no older than this many seconds.
 PORTAL_WORKER_HEARTBEAT_MAX_AGE = env.int("PORTAL_WORKER_HEARTBEAT_MAX_AGE", default=30)
 PORTAL_WORKER_HEARTBEAT_INTERVAL = env.int("PORTAL_WORKER_HEARTBEAT_INTERVAL", default=5)
@@ -294,6 +297,8 @@ STORAGE_MAX_DATASET_SIZE = env.int("PORTAL_STORAGE_MAX_DATASET_SIZE", default=2*
 STORAGE_KEYS_NEED_ACTIVATION = env.bool("PORTAL_STORAGE_KEY_ACTIVATION", default=True)
 STORAGE_UPLOAD_KEY_TTL = env.int("PORTAL_STORAGE_UPLOAD_KEY_TTL", default=7 * 24 * 3600)
 STORAGE_RETENTION_DAYS = env.int("PORTAL_STORAGE_RETENTION_DAYS", default=30)
+# Plain upload sessions (slides, DICOM) can be resumed for this many days, then they are removed.
+STORAGE_UPLOAD_SESSION_DAYS = env.int("PORTAL_UPLOAD_SESSION_DAYS", default=7)
 # Re-key and scrub jobs get the data key sealed for this many seconds (a retry after that needs
 # the key again); after a re-key's switch the old files stay this many seconds for downloads
 # that began before it.

@@ -1,7 +1,7 @@
 // Adding slides: each dropped file is sent with a progress bar, then its conversion is followed
 // live until the slide is ready (with a link to the viewer) or failed (with the reason).
 
-import { STATE_LABELS, call, slideWatcher, upload } from "./api.js";
+import { STATE_LABELS, call, slideWatcher } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const maxSize = JSON.parse($("slide-max-size").textContent);
@@ -69,17 +69,76 @@ const watcher = slideWatcher(
   },
 );
 
+const CHUNK = 8 * 1024 * 1024;
+const PARALLEL = 3;
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function chunkOf(file, session, index) {
+  const start = index * session.chunk_size;
+  return new Uint8Array(await file.slice(start, Math.min(file.size, start + session.chunk_size)).arrayBuffer());
+}
+
+// An unfinished upload of the same file (name and size) is resumed: only chunks the server lacks
+// (or holds with other content) are sent.
+async function sessionFor(file) {
+  const page = await call("GET", "/api/v1/uploads/?state=receiving&purpose=slide");
+  const found = (page.results || []).find((s) => s.file_name === file.name && s.size === file.size);
+  if (found) {
+    const detail = await call("GET", `/api/v1/uploads/${found.id}/`);
+    return { session: detail, stored: new Map(detail.chunks.map((c) => [c.index, c.sha256])) };
+  }
+  const session = await call("POST", "/api/v1/uploads/", {
+    json: { file_name: file.name, size: file.size, purpose: "slide", chunk_size: CHUNK },
+  });
+  return { session, stored: new Map() };
+}
+
+async function sendChunks(file, session, stored, ui) {
+  let next = 0;
+  let done = 0;
+  const worker = async () => {
+    while (next < session.chunk_count) {
+      const index = next++;
+      const bytes = await chunkOf(file, session, index);
+      const digest = await sha256Hex(bytes);
+      if (stored.get(index) !== digest) {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await call("PUT", `/api/v1/uploads/${session.id}/chunks/${index}/`, {
+              body: bytes, headers: { "Content-Type": "application/octet-stream", "X-Content-SHA256": digest },
+            });
+            break;
+          } catch (error) {
+            if (attempt >= 3 || (error.status && error.status < 500)) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 1000 * 2 ** attempt));
+          }
+        }
+      }
+      done += 1;
+      ui.progress(done / session.chunk_count);
+    }
+  };
+  await Promise.all(Array.from({ length: PARALLEL }, worker));
+}
+
 async function send(file) {
   const ui = row(file);
   if (file.size === 0) return ui.status("Not sent: the file is empty.", "error");
   if (file.size > maxSize) return ui.status(`Not sent: slides are at most ${formatBytes(maxSize)}.`, "error");
-  const form = new FormData();
-  form.append("project", $("slide-project").value);
-  form.append("file", file);
-  form.append("name", file.name.replace(/\.[^.]+$/, ""));
-  ui.status("Sending…");
   try {
-    const slide = await upload("/api/v1/slides/", form, (fraction) => ui.progress(fraction));
+    ui.status("Checking for an unfinished upload of this file…");
+    const { session, stored } = await sessionFor(file);
+    ui.status(stored.size ? `Continuing where it stopped (${stored.size} of ${session.chunk_count} pieces there)…` : "Sending…");
+    await sendChunks(file, session, stored, ui);
+    ui.status("Checking the whole file…");
+    await call("POST", `/api/v1/uploads/${session.id}/finish/`);
+    const slide = await call("POST", "/api/v1/slides/", {
+      json: { project: Number($("slide-project").value), upload: session.id, name: file.name.replace(/\.[^.]+$/, "") },
+    });
     rows.set(slide.id, ui);
     ui.item.dataset.slide = slide.id;
     ui.progress(0);
@@ -87,7 +146,7 @@ async function send(file) {
     watcher.watch(slide.id);
     showSlide(ui, await call("GET", `/api/v1/slides/${slide.id}/`));
   } catch (error) {
-    ui.status(`Not sent: ${error.message}`, "error");
+    ui.status(`Not sent: ${error.message} Drop the same file again to continue.`, "error");
   }
 }
 

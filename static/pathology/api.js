@@ -21,8 +21,8 @@ function messageOf(status, body) {
   return `The portal answered with an error (${status}).`;
 }
 
-export async function call(method, path, { json, body } = {}) {
-  const options = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+export async function call(method, path, { json, body, headers = {} } = {}) {
+  const options = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin" };
   if (method !== "GET") options.headers["X-CSRFToken"] = csrf();
   if (json !== undefined) {
     options.headers["Content-Type"] = "application/json";
@@ -44,27 +44,6 @@ export async function call(method, path, { json, body } = {}) {
   }
   if (!response.ok) throw new ApiError(messageOf(response.status, data), response.status, data);
   return data;
-}
-
-/** Send a file with progress (fetch cannot report upload progress). Resolves with the JSON answer. */
-export function upload(path, form, onProgress) {
-  return new Promise((resolve, reject) => {
-    const request = new XMLHttpRequest();
-    request.open("POST", path);
-    request.setRequestHeader("X-CSRFToken", csrf());
-    request.setRequestHeader("Accept", "application/json");
-    request.upload.addEventListener("progress", (event) => {
-      if (event.lengthComputable) onProgress(event.loaded / event.total);
-    });
-    request.addEventListener("load", () => {
-      let data = null;
-      try { data = JSON.parse(request.responseText); } catch (error) { /* not JSON */ }
-      if (request.status >= 200 && request.status < 300) resolve(data);
-      else reject(new ApiError(messageOf(request.status, data), request.status, data));
-    });
-    request.addEventListener("error", () => reject(new ApiError(messageOf(0), 0, null)));
-    request.send(form);
-  });
 }
 
 /**

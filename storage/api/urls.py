@@ -11,6 +11,11 @@ router.register("keys", views.UserKeyViewSet, basename="userkey")
 router.register("root-keys", views.RootKeyViewSet, basename="rootkey")
 router.register("datasets", views.DatasetViewSet, basename="dataset")
 
+# Plain chunked uploads for other apps (slides, DICOM): storage/api/sessions.py.
+from storage.api import sessions as session_api  # noqa: E402
+
+router.register("uploads", session_api.UploadSessionViewSet, basename="upload")
+
 urlpatterns = router.urls
 
 # Upload links: managing them, and the upload-only endpoints a link opens (storage/api/links.py).
