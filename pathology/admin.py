@@ -6,7 +6,7 @@ conversion job (the "Convert again" action starts it).
 
 from django.contrib import admin, messages
 
-from pathology.models import Annotation, Pyramid, Slide
+from pathology.models import Annotation, IngressSighting, Pyramid, Slide
 from pathology.services import slides as slide_service
 
 
@@ -73,3 +73,10 @@ class AnnotationAdmin(admin.ModelAdmin):
     list_filter = ("kind", "created_at")
     search_fields = ("label", "slide__name")
     raw_id_fields = ("slide",)
+
+
+@admin.register(IngressSighting)
+class IngressSightingAdmin(admin.ModelAdmin):
+    list_display = ("path", "size", "seen_at", "problem")
+    list_filter = ("seen_at",)
+    search_fields = ("path", "problem")

@@ -6,6 +6,7 @@ Conversions run on the `tiles` queue; they are started by adding a slide or by t
 
 from __future__ import annotations
 
+from celery import shared_task
 from rest_framework import serializers
 
 from pathology.services import slides
@@ -23,3 +24,11 @@ def convert_slide(job, progress, **params) -> dict:
     """Hash a slide's file, build its tile pyramid (or link an existing one of the same file) and
     read its metadata."""
     return slides.convert_slide(job, progress, **params)
+
+
+@shared_task(name="pathology.scan_ingress", ignore_result=True)
+def scan_ingress() -> list[int]:
+    """Take the files in the ingress folder that stopped growing (run by Celery beat)."""
+    from pathology.services.ingress import scan_ingress as scan
+
+    return scan()

@@ -159,3 +159,17 @@ class Annotation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.label}".strip()
+
+
+class IngressSighting(models.Model):
+    """A file seen in the ingress folder: its size and time when last seen changing (a file is
+    taken once it stays the same long enough), or why it could not be taken."""
+
+    path = models.CharField(max_length=1000, unique=True)
+    size = models.BigIntegerField()
+    mtime_ns = models.BigIntegerField()
+    seen_at = models.DateTimeField()
+    problem = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.path

@@ -317,6 +317,10 @@ PATHOLOGY_TILE_QUALITY = env.int("PORTAL_SLIDE_TILE_QUALITY", default=90)
 PATHOLOGY_MAX_SIDE = env.int("PORTAL_SLIDE_MAX_SIDE", default=1_000_000)
 PATHOLOGY_WORKERS = env.int("PORTAL_SLIDE_WORKERS", default=0)  # threads per conversion; 0: one per core
 PATHOLOGY_MAX_SLIDE_SIZE = env.int("PORTAL_SLIDE_MAX_SIZE", default=2**40)
+PATHOLOGY_INGRESS_SETTLE_SECONDS = env.int("PORTAL_INGRESS_SETTLE_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["scan-ingress"] = {
+    "task": "pathology.scan_ingress", "schedule": max(5.0, PATHOLOGY_INGRESS_SETTLE_SECONDS / 3),
+}
 
 # --- logging ------------------------------------------------------------------------------------
 LOGGING = {
