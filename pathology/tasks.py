@@ -15,6 +15,8 @@ from portal.services.jobs import job_task
 
 class ConvertParams(serializers.Serializer):
     slide = serializers.IntegerField(min_value=1)
+    dataset = serializers.IntegerField(min_value=1, required=False)  # import: decrypt it first
+    sealed_key = serializers.CharField(max_length=500, required=False)
 
 
 @job_task(

@@ -53,6 +53,18 @@ class SlideSerializer(serializers.ModelSerializer):
         required=False,
         help_text='Or: the id of your finished chunked upload (POST /api/v1/uploads/ with purpose "slide").',
     )
+    dataset = serializers.CharField(
+        write_only=True,
+        required=False,
+        max_length=80,
+        help_text="Or: the mnemonic of an encrypted dataset you can read; send its data key in `key`.",
+    )
+    key = serializers.CharField(
+        write_only=True,
+        required=False,
+        max_length=100,
+        help_text="The dataset's data key (base64), with `dataset`.",
+    )
     options = serializers.JSONField(
         required=False, help_text='Filter settings, e.g. {"max_white_fraction": 0.7}.'
     )
@@ -82,6 +94,8 @@ class SlideSerializer(serializers.ModelSerializer):
             "thumbnail",
             "file",
             "upload",
+            "dataset",
+            "key",
         ]
         read_only_fields = [
             "file_name",
@@ -103,10 +117,12 @@ class SlideSerializer(serializers.ModelSerializer):
         return f"/api/v1/slides/{slide.pk}/images/thumbnail" if slide.pyramid_id else None
 
     def validate(self, attrs):
-        if self.instance is None and ("file" in attrs) == ("upload" in attrs):
+        if self.instance is None and sum(name in attrs for name in ("file", "upload", "dataset")) != 1:
             raise serializers.ValidationError(
-                {"file": ["Send the file, or the id of a finished upload (not both)."]}
+                {"file": ["Send one of: the file, the id of a finished upload, or a dataset with its key."]}
             )
+        if "dataset" in attrs and not attrs.get("key"):
+            raise serializers.ValidationError({"key": ["The dataset's data key is needed to import it."]})
         return attrs
 
     def validate_sample(self, sample):
@@ -119,11 +135,13 @@ class SlideSerializer(serializers.ModelSerializer):
 class SlideUpdateSerializer(SlideSerializer):
     file = None
     upload = None
+    dataset = None
+    key = None
     project = serializers.PrimaryKeyRelatedField(read_only=True)
     name = serializers.CharField(max_length=255)
 
     class Meta(SlideSerializer.Meta):
-        fields = [f for f in SlideSerializer.Meta.fields if f not in ("file", "upload")]
+        fields = [f for f in SlideSerializer.Meta.fields if f not in ("file", "upload", "dataset", "key")]
         read_only_fields = [*SlideSerializer.Meta.read_only_fields, "options"]
 
 

@@ -106,6 +106,8 @@ class SlideViewSet(
             raise exceptions.PermissionDenied("Adding slides needs the writer role in the project.")
         if "upload" in data:
             slide = self._from_upload(request, project, data)
+        elif "dataset" in data:
+            slide = self._from_dataset(request, project, data)
         else:
             slide = self._from_file(request, project, data)
         if data.get("sample") is not None:
@@ -139,6 +141,25 @@ class SlideViewSet(
                 project=project,
                 user=request.user,
                 upload=data["upload"],
+                name=data.get("name", ""),
+                options=data.get("options"),
+            )
+        except StorageError as exc:
+            raise slide_service.SlideError(exc.message, exc.status, exc.code) from None
+
+    def _from_dataset(self, request, project, data) -> Slide:
+        from storage.models import Dataset
+        from storage.services.access import decode_key
+
+        dataset = Dataset.objects.for_user(request.user, "view").filter(mnemonic=data["dataset"]).first()
+        if dataset is None:
+            raise exceptions.NotFound("No such dataset, or you have no access to it.")
+        try:
+            return slide_service.add_slide_from_dataset(
+                project=project,
+                user=request.user,
+                dataset=dataset,
+                key=decode_key(data["key"]),
                 name=data.get("name", ""),
                 options=data.get("options"),
             )

@@ -170,6 +170,89 @@ def add_slide_from_upload(
     return slide
 
 
+def add_slide_from_dataset(
+    *, project, user, dataset, key: bytes, name: str = "", options: dict | None = None
+) -> Slide:
+    """A new slide from an encrypted dataset `user` may read, decrypted by the worker with `key`
+    (checked against the dataset's key fingerprint here; the job gets it only sealed)."""
+    from storage.models import DatasetState
+    from storage.services import access
+    from storage.services.rekey import seal_for_job
+
+    access.require_grant(user, dataset)
+    access.check_key(dataset, key)
+    if dataset.state != DatasetState.AVAILABLE:
+        raise SlideError(
+            f"The dataset {dataset.mnemonic} is {dataset.get_state_display().lower()}.", 409, "not_ready"
+        )
+    if dataset.size > settings.PATHOLOGY_MAX_SLIDE_SIZE:
+        raise SlideError(f"Slides are at most {settings.PATHOLOGY_MAX_SLIDE_SIZE:,} bytes.", 413, "too_large")
+    checked = check_options(options)
+    with transaction.atomic():
+        slide = Slide.objects.create(
+            project=project,
+            name=name or Path(dataset.file_name).stem,
+            file_name=Path(dataset.file_name).name or "slide",
+            size=dataset.size,
+            options=checked,
+            ingress="dataset",
+            created_by=user,
+            message=f"Waiting to be decrypted from dataset {dataset.mnemonic}",
+        )
+        target = slide_directory(slide) / "source" / slide.file_name
+        slide.source_path = str(target.relative_to(settings.PORTAL_DATA_DIR))
+        slide.save(update_fields=["source_path"])
+        record_audit_event(
+            "pathology.slide_added",
+            actor=user,
+            obj=slide,
+            file=slide.file_name,
+            ingress="dataset",
+            dataset=dataset.mnemonic,
+        )
+        params = {
+            "slide": slide.pk,
+            "dataset": dataset.pk,
+            "sealed_key": seal_for_job(key, _dataset_purpose(dataset, slide)),
+        }
+        start_job(CONVERT_KIND, user=user, target=slide, params=params)
+    return slide
+
+
+def _dataset_purpose(dataset, slide: Slide) -> str:
+    return f"pathology-import:{dataset.mnemonic}:{dataset.generation}:{slide.pk}"
+
+
+def _decrypt_dataset(slide: Slide, dataset_id: int, sealed_key: str, progress) -> None:
+    """Write the dataset's plaintext as the slide's source file (tags and hashes checked)."""
+    from storage.models import Dataset
+    from storage.services import downloads
+    from storage.services.rekey import unseal_for_job
+
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is None:
+        raise SlideError("The dataset to import is gone.")
+    key = unseal_for_job(sealed_key, _dataset_purpose(dataset, slide))
+    _set_state(slide, SlideState.UPLOADED, f"decrypting dataset {dataset.mnemonic}", progress)
+    target = slide.source_full_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    done = 0
+    try:
+        with open(partial, "wb") as handle:
+            for piece in downloads.plaintext(dataset, key):
+                handle.write(piece)
+                done += len(piece)
+                progress(0.05 * done / max(1, dataset.size), None)
+    except Exception as exc:  # noqa: BLE001 - integrity and read errors alike, for the user
+        partial.unlink(missing_ok=True)
+        raise SlideError(
+            f"The dataset could not be decrypted: {getattr(exc, 'message', None) or exc}"
+        ) from None
+    partial.replace(target)
+    Slide.objects.filter(pk=slide.pk).update(size=done)
+
+
 def start_conversion(slide: Slide, user, options: dict | None = None):
     """(Re)start the slide's conversion job; `options`: new filter settings for it."""
     if options is not None:
@@ -211,15 +294,18 @@ def file_sha256(path: Path, report=None) -> str:
     return digest.hexdigest()
 
 
-def convert_slide(job, progress, *, slide: int) -> dict:
-    """The conversion job's work (see the module docstring)."""
+def convert_slide(job, progress, *, slide: int, dataset: int | None = None, sealed_key: str = "") -> dict:
+    """The conversion job's work (see the module docstring); with `dataset`, the slide's file is
+    first decrypted from that dataset with the sealed key."""
     try:
         obj = Slide.objects.get(pk=slide)
     except Slide.DoesNotExist:
         raise JobError(f"Slide {slide} no longer exists.") from None
     try:
+        if dataset is not None and not obj.source_full_path.is_file():
+            _decrypt_dataset(obj, dataset, sealed_key, progress)
         return _convert(obj, progress)
-    except (SourceError, PyramidError, SlideError, ValueError, OSError) as exc:
+    except (SourceError, PyramidError, SlideError, ValueError, OSError, JobError) as exc:
         message = str(exc) or type(exc).__name__
         Slide.objects.filter(pk=obj.pk).update(
             state=SlideState.FAILED, message=message, updated_at=timezone.now()
