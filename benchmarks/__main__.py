@@ -43,8 +43,9 @@ def setup_django():
 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        args, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -140,8 +141,9 @@ def bench_api(base: str, requests_count: int) -> list[tuple[str, float, float, s
     admin = User.objects.get(username="bench-admin")
     if Job.objects.count() < 50:
         Job.objects.bulk_create([Job(kind="portal.scrub", created_by=admin) for _ in range(50)])
-    _, secret = create_api_token(admin, name="bench", scopes=["read"],
-                                 expires_at=timezone.now() + dt.timedelta(hours=1))
+    _, secret = create_api_token(
+        admin, name="bench", scopes=["read"], expires_at=timezone.now() + dt.timedelta(hours=1)
+    )
     session = requests.Session()
     headers = {"Authorization": f"Bearer {secret}"}
 
@@ -159,10 +161,18 @@ def bench_api(base: str, requests_count: int) -> list[tuple[str, float, float, s
     me = timed(f"{base}/api/v1/me/", headers=headers)
     health = timed(f"{base}/healthz")
     return [
-        ("API job list, 50 rows, median (ms)", median_ms(api), median_ms(me),
-         "GET /api/v1/me/ (same token, one row)"),
-        ("Authenticated API call, median (ms)", median_ms(me), median_ms(health),
-         "/healthz (no middleware, no database)"),
+        (
+            "API job list, 50 rows, median (ms)",
+            median_ms(api),
+            median_ms(me),
+            "GET /api/v1/me/ (same token, one row)",
+        ),
+        (
+            "Authenticated API call, median (ms)",
+            median_ms(me),
+            median_ms(health),
+            "/healthz (no middleware, no database)",
+        ),
     ]
 
 
@@ -173,11 +183,42 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     port = os.environ.get("PORTAL_BENCH_PORT", "8765")
     processes = [
-        spawn([sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", "default", "-c", "2",
-               "-I", "benchmarks.tasks", "--without-mingle", "--without-gossip", "-l", "WARNING"],
-              logs / "worker.log"),
-        spawn([sys.executable, "-m", "uvicorn", "portal.asgi:application", "--port", port,
-               "--log-level", "warning", "--lifespan", "off"], logs / "web.log"),
+        spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-Q",
+                "default",
+                "-c",
+                "2",
+                "-I",
+                "benchmarks.tasks",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "WARNING",
+            ],
+            logs / "worker.log",
+        ),
+        spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "portal.asgi:application",
+                "--port",
+                port,
+                "--log-level",
+                "warning",
+                "--lifespan",
+                "off",
+            ],
+            logs / "web.log",
+        ),
     ]
     try:
         base = f"http://127.0.0.1:{port}"

@@ -24,6 +24,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def decode_tile(data: bytes, size: int | None = None) -> np.ndarray:
     image = Image.open(io.BytesIO(data))
     if size is not None and image.format == "JPEG":
         image.draft("RGB", (size, size))
-    image = image.convert("RGB")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     if size is not None and image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BOX)
     return np.asarray(image)
@@ -100,8 +102,11 @@ class SlidePyramid:
     connections are per thread). Region coordinates are pixels of the level asked for.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, threads: int | None = None):
         self.path = Path(path)
+        # Tiles of a region are decoded side by side (JPEG decoding releases the GIL).
+        self.threads = min(4, os.cpu_count() or 1) if threads is None else max(1, threads)
+        self._pool: ThreadPoolExecutor | None = None
         if not self.path.is_file():
             raise PyramidError(f"{self.path}: no such file")
         try:
@@ -127,6 +132,8 @@ class SlidePyramid:
 
     def close(self) -> None:
         self._db.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     def __enter__(self) -> SlidePyramid:
         return self
@@ -177,9 +184,14 @@ class SlidePyramid:
         rows = self._db.execute(
             "SELECT x, y, data FROM tiles WHERE level = ? AND x BETWEEN ? AND ? AND y BETWEEN ? AND ?",
             (level, first_x, last_x, first_y, last_y),
-        )
-        for tx, ty, data in rows:
-            pixels = decode_tile(data)
+        ).fetchall()
+        if len(rows) > 1 and self.threads > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="pyramid-read")
+            decoded = self._pool.map(decode_tile, [row[2] for row in rows])
+        else:
+            decoded = (decode_tile(row[2]) for row in rows)
+        for (tx, ty, _), pixels in zip(rows, decoded, strict=True):
             # the part of this tile inside the region, in tile and in region coordinates
             left, top = max(x, tx * size), max(y, ty * size)
             right, bottom = min(x + width, (tx + 1) * size), min(y + height, (ty + 1) * size)
@@ -201,8 +213,11 @@ class PyramidWriter:
     """Writes a pyramid file at `path` (replacing it only when `commit()`ed: it is written beside
     it under a temporary name first)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, threads: int | None = None):
         self.path = Path(path)
+        # Tiles of a region are decoded side by side (JPEG decoding releases the GIL).
+        self.threads = min(4, os.cpu_count() or 1) if threads is None else max(1, threads)
+        self._pool: ThreadPoolExecutor | None = None
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.partial.unlink(missing_ok=True)

@@ -122,7 +122,10 @@ class OpenSlideSource(SlideSource):
 
     def _read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
         region = self._slide.read_region((x, y), 0, (width, height))
-        return _on_white(np.asarray(region))
+        if region.getchannel("A").getextrema()[0] == 255:  # opaque everywhere: the common case
+            return np.asarray(region.convert("RGB"))
+        white = Image.new("RGBA", region.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, region).convert("RGB"))
 
     def associated_images(self) -> dict[str, Image.Image]:
         return {name: image for name, image in self._slide.associated_images.items()}

@@ -19,6 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from metadata.consumers import SheetConsumer  # noqa: E402
+from pathology.tileserver import TileServer  # noqa: E402
 from portal.consumers import JobProgressConsumer  # noqa: E402
 from portal.ws_auth import PortalAuthMiddlewareStack, PortalOriginValidator  # noqa: E402
 
@@ -28,7 +29,8 @@ websocket_urlpatterns = [
 ]
 
 application = ProtocolTypeRouter({
-    "http": django_asgi_app,
+    # Slide tiles are answered in front of Django (no middleware, no query per tile).
+    "http": TileServer(django_asgi_app),
     "websocket": PortalOriginValidator(
         PortalAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
     ),

@@ -66,8 +66,9 @@ class NoSuchTileError(Exception):
     """The tile is outside the image (404)."""
 
 
-def dzi_tile(pyramid: SlidePyramid, dz_level: int, x: int, y: int) -> bytes:
-    """The Deep Zoom tile (encoded like the pyramid's tiles)."""
+def _dzi_place(pyramid: SlidePyramid, dz_level: int, x: int, y: int) -> tuple[int, int, int]:
+    """(pyramid level, width, height) of a Deep Zoom tile; the level is negative below the
+    pyramid's single top tile."""
     top = dzi_max_level(pyramid)
     if not 0 <= dz_level <= top or x < 0 or y < 0:
         raise NoSuchTileError("no such level")
@@ -76,9 +77,28 @@ def dzi_tile(pyramid: SlidePyramid, dz_level: int, x: int, y: int) -> bytes:
     size = pyramid.tile_size
     if x * size >= width or y * size >= height:
         raise NoSuchTileError("no such tile")
-    tile_w, tile_h = min(size, width - x * size), min(size, height - y * size)
+    return (
+        pyramid.level_count - 1 - (top - dz_level),
+        min(size, width - x * size),
+        min(size, height - y * size),
+    )
+
+
+def dzi_tile_if_stored(pyramid: SlidePyramid, dz_level: int, x: int, y: int) -> bytes | None:
+    """The Deep Zoom tile when it is a whole stored (or background) tile, else None (`dzi_tile`
+    makes it)."""
+    level, tile_w, tile_h = _dzi_place(pyramid, dz_level, x, y)
+    size = pyramid.tile_size
+    if level < 0 or tile_w != size or tile_h != size:
+        return None
+    return pyramid.tile(level, x, y) or background_tile(size, pyramid.metadata.get("tile_format", "jpeg"))
+
+
+def dzi_tile(pyramid: SlidePyramid, dz_level: int, x: int, y: int) -> bytes:
+    """The Deep Zoom tile (encoded like the pyramid's tiles)."""
+    level, tile_w, tile_h = _dzi_place(pyramid, dz_level, x, y)
+    size = pyramid.tile_size
     fmt = pyramid.metadata.get("tile_format", "jpeg")
-    level = pyramid.level_count - 1 - (top - dz_level)
     if level >= 0:
         data = pyramid.tile(level, x, y)
         if data is not None and tile_w == size and tile_h == size:

@@ -318,6 +318,8 @@ PATHOLOGY_MAX_SIDE = env.int("PORTAL_SLIDE_MAX_SIDE", default=1_000_000)
 PATHOLOGY_WORKERS = env.int("PORTAL_SLIDE_WORKERS", default=0)  # threads per conversion; 0: one per core
 PATHOLOGY_MAX_SLIDE_SIZE = env.int("PORTAL_SLIDE_MAX_SIZE", default=2**40)
 PATHOLOGY_INGRESS_SETTLE_SECONDS = env.int("PORTAL_INGRESS_SETTLE_SECONDS", default=30)
+# Tile requests keep who asked and whether they may see the slide for this many seconds.
+PATHOLOGY_TILE_CACHE_SECONDS = env.int("PORTAL_TILE_CACHE_SECONDS", default=10)
 CELERY_BEAT_SCHEDULE["scan-ingress"] = {
     "task": "pathology.scan_ingress", "schedule": max(5.0, PATHOLOGY_INGRESS_SETTLE_SECONDS / 3),
 }
