@@ -7,7 +7,9 @@ Each figure is shown beside a reference measured in the same run on the same ser
   same token, and that call against `/healthz`, which touches nothing;
 - the derived metadata matrix (`benchmarks/metadata_matrix.py`) against folding all events in Python;
 - encrypted storage (`benchmarks/storage.py`): upload, server-side download and re-key MB/s against
-  the same crypto work in one process, and peak memory of the web and worker processes.
+  the same crypto work in one process, and peak memory of the web and worker processes;
+- whole-slide images (`benchmarks/pathology.py`): conversion against vips dzsave, tile serving
+  (wrk) against large-image and bare views, region reads against OpenSlide.
 Later issues add their own sections here.
 """
 
@@ -234,6 +236,10 @@ def main() -> int:
 
         storage_rows, storage_section = bench_storage(quick=quick)
         rows += storage_rows
+        from benchmarks.pathology import bench_pathology
+
+        pathology_rows, pathology_section = bench_pathology(quick=quick)
+        rows += pathology_rows
     finally:
         for proc in processes:
             proc.terminate()
@@ -253,6 +259,7 @@ def main() -> int:
         lines.append(f"| {name} | {ours:.1f} | {reference:.1f} | {ours / reference:.2f} | {what} |")
     lines += matrix_section
     lines += storage_section
+    lines += pathology_section
     report = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "report.md").write_text(report)
     print(report)

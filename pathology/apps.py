@@ -20,3 +20,13 @@ class PathologyConfig(AppConfig):
         from storage.services.sessions import register_upload_purpose
 
         register_upload_purpose("slide", "whole-slide image")
+
+        from portal.signals import demo_data_requested
+
+        demo_data_requested.connect(_load_demo, dispatch_uid="pathology-demo")
+
+
+def _load_demo(sender, *, admin, researcher, log, **kwargs) -> None:
+    from pathology.demo import load_demo_slides
+
+    load_demo_slides(researcher, admin, log=log)
