@@ -276,6 +276,42 @@ def _check_tiff(path: Path, max_side: int) -> None:
         return
 
 
+_OME_UNITS = {"nm": 0.001, "µm": 1.0, "um": 1.0, "mm": 1000.0, "cm": 10000.0, "m": 1e6}
+
+
+def _tiff_resolution(path: Path) -> tuple[float | None, float | None, bool]:
+    """Microns per pixel from OME-XML (PhysicalSizeX/Y) or the resolution tags, and whether the
+    file is OME-TIFF: for readers that leave them out."""
+    import re
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            ome = tiff.ome_metadata
+            if ome:
+                found = {}
+                for axis in ("X", "Y"):
+                    match = re.search(rf'PhysicalSize{axis}="([0-9.eE+-]+)"', ome)
+                    unit = re.search(rf'PhysicalSize{axis}Unit="([^"]+)"', ome)
+                    if match:
+                        scale = _OME_UNITS.get(unit.group(1) if unit else "µm", 1.0)
+                        found[axis] = float(match.group(1)) * scale
+                return found.get("X"), found.get("Y", found.get("X")), True
+            page = tiff.pages[0]
+            unit = page.tags.get("ResolutionUnit")
+            per = {2: 25_400.0, 3: 10_000.0}.get(int(unit.value) if unit else 2)
+            xres, yres = page.tags.get("XResolution"), page.tags.get("YResolution")
+            if per and xres and yres and unit and int(unit.value) in (2, 3):
+                x = xres.value[0] / xres.value[1] if xres.value[1] else 0
+                y = yres.value[0] / yres.value[1] if yres.value[1] else 0
+                if x > 0 and y > 0:
+                    return per / x, per / y, False
+    except Exception:  # noqa: BLE001 - resolution is optional
+        return None, None, False
+    return None, None, False
+
+
 def open_slide_source(path: str | Path, *, max_side: int = MAX_SIDE) -> SlideSource:
     """Open a scanner file with the first reader that takes it; `SourceError` if none does."""
     path = Path(path)
@@ -311,6 +347,11 @@ def open_slide_source(path: str | Path, *, max_side: int = MAX_SIDE) -> SlideSou
         found = describe_file(path)
         why = f" ({'; '.join(problems)})" if problems else ""
         raise SourceError(f"Not a slide format the portal reads: found {found}{why}. It reads {FORMATS}.")
+    if source.mpp_x is None:
+        mpp_x, mpp_y, is_ome = _tiff_resolution(path)
+        source.mpp_x, source.mpp_y = _number(mpp_x), _number(mpp_y)
+        if is_ome:
+            source.vendor = "ome-tiff"
     if not (0 < source.width <= max_side and 0 < source.height <= max_side):
         source.close()
         raise SourceError(

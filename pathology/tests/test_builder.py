@@ -116,3 +116,29 @@ def test_aperio_layout_keeps_vendor_data_and_associated_images(slide_files, tmp_
         assert pyramid.image_names() == ["label", "macro", "thumbnail"]
         assert (pyramid.width, pyramid.height) == (2400, 1800)
         assert tile_of(BIG.cx, BIG.cy) in pyramid.tissue_tiles()
+
+
+def test_ome_tiff_with_its_resolution(tmp_path):
+    """OME-TIFF: a plain (striped) one is read through large-image, a tiled pyramid through
+    OpenSlide; both keep the physical pixel size from the OME-XML."""
+    import tifffile
+
+    truth = SyntheticSlide(1200, 900, [type(BIG)(600, 450, 400, 300)])
+    pixels = truth.region(0, 0, 1200, 900)
+    meta = {"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}
+    with tifffile.TiffWriter(tmp_path / "plain.ome.tif", ome=True) as tiff:
+        tiff.write(pixels, photometric="rgb", metadata=meta, rowsperstrip=64)
+    with tifffile.TiffWriter(tmp_path / "tiled.ome.tif", ome=True) as tiff:
+        tiff.write(pixels, photometric="rgb", tile=(256, 256), subifds=1, metadata=meta)
+        tiff.write(pixels[::2, ::2], photometric="rgb", tile=(256, 256), subfiletype=1)
+    for name, reader in (("plain.ome.tif", "large-image"), ("tiled.ome.tif", "openslide")):
+        source = open_slide_source(tmp_path / name)
+        assert source.reader.startswith(reader) and source.vendor == "ome-tiff"
+        assert (source.mpp_x, source.mpp_y) == (0.5, 0.5)
+        assert np.array_equal(source.read(100, 100, 300, 200), pixels[100:300, 100:400])
+        result = build_slide_pyramid(
+            source, tmp_path / f"{name}.pyramid", PyramidOptions(tile_size=TILE, workers=2)
+        )
+        source.close()
+        with SlidePyramid(result.path) as pyramid:
+            assert pyramid.mpp == (0.5, 0.5) and tile_of(600, 450) in pyramid.tissue_tiles()
