@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +345,8 @@ def _convert(slide: Slide, progress) -> dict:
         return {"slide": slide.pk, "pyramid": existing.pk, "duplicate_of": first.pk if first else None}
 
     _set_state(slide, SlideState.CONVERTING, "opening the file", progress)
+    if zipfile.is_zipfile(source_path):
+        source_path = unpack_archive(source_path, slide_directory(slide) / "unpacked")
     source = open_slide_source(source_path, max_side=settings.PATHOLOGY_MAX_SIDE)
     relative = Path("pyramids") / sha[:2] / f"{sha}-{key[:12]}.pyramid"
     target = Path(settings.PORTAL_DATA_DIR) / relative
@@ -401,6 +404,55 @@ def _convert(slide: Slide, progress) -> dict:
         "tissue_tiles": result.tissue_tiles,
         "levels": result.levels,
     }
+
+
+# The file to open in an archive, by kind, most specific first: MIRAX and Hamamatsu VMS index the
+# other files; a DICOM WSI is any instance of the series (OpenSlide finds the others beside it).
+SLIDE_SUFFIXES = (".mrxs", ".vms", ".svs", ".ndpi", ".scn", ".bif", ".svslide", ".tif", ".tiff", ".dcm")
+MAX_ARCHIVE_MEMBERS = 100_000
+
+
+def unpack_archive(archive: Path, target: Path) -> Path:
+    """Unpack a ZIP of a slide made of several files (MIRAX, VMS, DICOM WSI, or one file zipped)
+    and return the file to open. Refuses paths that leave the folder, links and oversize content."""
+    import openslide
+
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    with zipfile.ZipFile(archive) as bundle:
+        members = [m for m in bundle.infolist() if not m.is_dir()]
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise SlideError(f"The archive holds {len(members):,} files; at most {MAX_ARCHIVE_MEMBERS:,}.")
+        total = sum(m.file_size for m in members)
+        if total > settings.PATHOLOGY_MAX_SLIDE_SIZE:
+            raise SlideError(
+                f"The archive unpacks to {total:,} bytes; slides are at most "
+                f"{settings.PATHOLOGY_MAX_SLIDE_SIZE:,}."
+            )
+        for member in members:
+            name = Path(member.filename)
+            if (
+                name.is_absolute()
+                or ".." in name.parts
+                or (member.external_attr >> 16) & 0o170000 == 0o120000
+            ):
+                raise SlideError(
+                    f"The archive's entry {member.filename!r} points outside it; nothing was unpacked."
+                )
+        try:
+            bundle.extractall(target)
+        except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
+            raise SlideError(f"The ZIP archive cannot be unpacked: {exc}") from None
+    files = sorted(p for p in target.rglob("*") if p.is_file())
+    for suffix in SLIDE_SUFFIXES:
+        for path in files:
+            if path.suffix.lower() == suffix and openslide.OpenSlide.detect_format(str(path)):
+                return path
+    for path in files:  # other formats large-image reads (e.g. a striped OME-TIFF)
+        if path.suffix.lower() in (".tif", ".tiff", ".btf"):
+            return path
+    names = ", ".join(str(p.relative_to(target)) for p in files[:10]) or "nothing"
+    raise SlideError(f"The ZIP archive holds no slide the portal reads (found: {names}).")
 
 
 def _image_names(path: Path) -> list[str]:

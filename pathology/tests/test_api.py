@@ -343,3 +343,32 @@ def test_a_slide_from_a_chunked_upload(api, project, slide_files, small_tiles):
     assert slide.sha256 == slide_service.hashlib.sha256(data).hexdigest()
     again = client.post("/api/v1/slides/", {"project": project.pk, "upload": session["id"]}, format="json")
     assert again.status_code == 409
+
+
+def test_slides_of_several_files_come_as_a_zip(api, project, slide_files, small_tiles, tmp_path):
+    import zipfile
+
+    bundle = tmp_path / "case-7.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("README.txt", "scanned 2026-01-02\n")
+        archive.write(slide_files["aperio"], "case-7/case-7.svs")
+    empty = tmp_path / "papers.zip"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("notes.txt", "no slide here\n")
+    sneaky = tmp_path / "sneaky.zip"
+    with zipfile.ZipFile(sneaky, "w") as archive:
+        archive.writestr("../../outside.svs", "x")
+    outcomes = {}
+    for path in (bundle, empty, sneaky):
+        slide = Slide.objects.get(pk=add(api, "writer", project, path).json()["id"])
+        run_conversion(slide)
+        outcomes[path.name] = slide
+    ready = outcomes["case-7.zip"]
+    assert ready.state == SlideState.READY and ready.pyramid.vendor == "aperio"
+    assert ready.pyramid.images == ["label", "macro", "thumbnail"]
+    assert outcomes["papers.zip"].state == SlideState.FAILED
+    assert "holds no slide the portal reads (found: notes.txt)" in outcomes["papers.zip"].message
+    assert (
+        outcomes["sneaky.zip"].state == SlideState.FAILED and "outside it" in outcomes["sneaky.zip"].message
+    )
+    assert not (tmp_path.parent / "outside.svs").exists()
