@@ -190,7 +190,13 @@ def write_slide(
 
 
 def write_large_slide(
-    path: str | Path, width: int, height: int, blobs: list[Blob], *, mpp: float = 0.25, seed: int = 1,
+    path: str | Path,
+    width: int,
+    height: int,
+    blobs: list[Blob],
+    *,
+    mpp: float = 0.25,
+    seed: int = 1,
     quality: int = 90,
 ) -> Path:
     """A large synthetic slide written with libvips (streaming, on every core): the same textures,
@@ -199,8 +205,10 @@ def write_large_slide(
     import pyvips
 
     path = Path(path)
-    textures = [pyvips.Image.new_from_memory(_texture(kind, 256, seed).tobytes(), 256, 256, 3, "uchar")
-                for kind in (0, 1)]
+    textures = [
+        pyvips.Image.new_from_memory(_texture(kind, 256, seed).tobytes(), 256, 256, 3, "uchar")
+        for kind in (0, 1)
+    ]
     glass_pixels = np.clip(245 + np.random.default_rng(seed + 1).normal(0, 3, (256, 256, 1)), 0, 255)
     glass_pixels = np.repeat(glass_pixels, 3, axis=2).astype(np.uint8)
     glass = pyvips.Image.new_from_memory(glass_pixels.tobytes(), 256, 256, 3, "uchar")
@@ -227,7 +235,14 @@ def write_large_slide(
     per_mm = 1000 / mpp
     image = image.copy(interpretation="srgb", xres=per_mm, yres=per_mm)
     image.tiffsave(
-        str(path), tile=True, tile_width=256, tile_height=256, pyramid=True, compression="jpeg", Q=quality,
-        bigtiff=True, resunit="cm",
+        str(path),
+        tile=True,
+        tile_width=256,
+        tile_height=256,
+        pyramid=True,
+        compression="jpeg",
+        Q=quality,
+        bigtiff=True,
+        resunit="cm",
     )
     return path

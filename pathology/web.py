@@ -18,6 +18,7 @@ from django.views import View
 from metadata.models import Entity, Membership, Project, ProjectRole
 from metadata.querysets import has_project_role
 from pathology.models import Slide, SlideState
+from pathology.services import slides as slide_service
 from pathology.services.facts import slide_facts
 
 PAGE_SIZE = 50
@@ -139,6 +140,7 @@ class SlideDetailView(LoginRequiredMixin, View):
         )
         if slide is None:
             raise Http404("No such slide, or you have no access to it.")
+        slide_service.is_busy(slide)  # a conversion whose worker vanished shows as failed
         previous, following, case = case_neighbours(slide, request.user)
         pyramid = slide.pyramid
         can_write = has_project_role(request.user, slide.project, "writer")

@@ -32,7 +32,6 @@ from pathology.services import slides as slide_service
 from pathology.services import tiles
 from portal.api.base import PortalViewSetMixin
 from portal.api.serializers import JobSerializer
-from portal.services.audit import record_audit_event
 from storage.services.errors import StorageError
 
 
@@ -167,8 +166,11 @@ class SlideViewSet(
             raise slide_service.SlideError(exc.message, exc.status, exc.code) from None
 
     def perform_destroy(self, instance):
-        record_audit_event("pathology.slide_deleted", actor=self.request.user, obj=instance)
-        instance.delete()
+        if slide_service.is_busy(instance):
+            raise slide_service.SlideError(
+                "The slide is being converted; delete it once that is done.", 409, "busy"
+            )
+        slide_service.delete_slide(instance, self.request.user)
 
     @extend_schema(request=s.ConvertSerializer, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])

@@ -265,15 +265,50 @@ def start_conversion(slide: Slide, user, options: dict | None = None):
     return start_job(CONVERT_KIND, user=user, target=slide, params={"slide": slide.pk})
 
 
+BUSY_STATES = (SlideState.UPLOADED, SlideState.HASHING, SlideState.CONVERTING, SlideState.READING_METADATA)
+
+
+def is_busy(slide: Slide) -> bool:
+    """Is a conversion of the slide queued or running? A slide left in a busy state by a job that
+    ended without saying (its worker was killed, a time limit) is marked failed here."""
+    from portal.models import Job
+    from portal.models.jobs import FINAL_STATES
+
+    if slide.state not in BUSY_STATES:
+        return False
+    job = Job.objects.filter(kind=CONVERT_KIND, target_id=slide.pk).order_by("-pk").first()
+    if job is None or job.state not in FINAL_STATES:
+        return True
+    message = job.error or job.message or "The conversion stopped."
+    Slide.objects.filter(pk=slide.pk, state=slide.state).update(
+        state=SlideState.FAILED, message=message[:2000], updated_at=timezone.now()
+    )
+    slide.state, slide.message = SlideState.FAILED, message
+    return False
+
+
 def reconvert(slide: Slide, user, options: dict | None = None):
     """Convert again (after a failure, or with other filter settings)."""
-    if slide.state not in (SlideState.FAILED, SlideState.READY):
+    if is_busy(slide) or slide.state not in (SlideState.FAILED, SlideState.READY):
         raise SlideError(
             "The slide is being converted already; wait until it is ready or failed.", 409, "busy"
         )
     if not slide.source_full_path.is_file():
         raise SlideError("The slide's source file is gone; add the slide again.", 409, "source_missing")
     return start_conversion(slide, user, options)
+
+
+def delete_slide(slide: Slide, user) -> None:
+    """Remove a slide with its files; its pyramid goes too unless another slide shows it."""
+    pyramid = slide.pyramid
+    record_audit_event("pathology.slide_deleted", actor=user, obj=slide)
+    directory = slide_directory(slide)
+    slide.delete()
+    shutil.rmtree(directory, ignore_errors=True)
+    if pyramid is not None and not Slide.objects.filter(pyramid=pyramid).exists():
+        path = pyramid.full_path
+        pyramid.delete()
+        path.unlink(missing_ok=True)
 
 
 def _set_state(slide: Slide, state: str, message: str, progress) -> None:

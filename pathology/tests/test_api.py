@@ -372,3 +372,33 @@ def test_slides_of_several_files_come_as_a_zip(api, project, slide_files, small_
         outcomes["sneaky.zip"].state == SlideState.FAILED and "outside it" in outcomes["sneaky.zip"].message
     )
     assert not (tmp_path.parent / "outside.svs").exists()
+
+
+def test_deleting_removes_the_files_and_a_pyramid_nobody_shows(ready, api, project, slide_files):
+    second = Slide.objects.get(pk=add(api, "writer", project, slide_files["generic"]).json()["id"])
+    run_conversion(second)
+    pyramid_file = ready.pyramid.full_path
+    assert second.pyramid_id == ready.pyramid_id
+    assert api("writer").delete(f"/api/v1/slides/{ready.pk}/").status_code == 204
+    assert not ready.source_full_path.exists() and pyramid_file.exists()  # the second slide shows it
+    assert api("writer").delete(f"/api/v1/slides/{second.pk}/").status_code == 204
+    assert not pyramid_file.exists() and not Pyramid.objects.exists()
+
+
+def test_a_conversion_whose_worker_vanished_ends_as_failed(api, project, slide_files, small_tiles):
+    from portal.models import Job
+
+    slide = Slide.objects.get(pk=add(api, "writer", project, slide_files["generic"]).json()["id"])
+    Slide.objects.filter(pk=slide.pk).update(state=SlideState.CONVERTING)
+    busy = api("writer").post(f"/api/v1/slides/{slide.pk}/convert/", {}, format="json")
+    assert busy.status_code == 409
+    assert api("writer").delete(f"/api/v1/slides/{slide.pk}/").status_code == 409
+    Job.objects.filter(target_id=slide.pk).update(
+        state="failed", error="The worker running this job was lost."
+    )
+    again = api("writer").post(f"/api/v1/slides/{slide.pk}/convert/", {}, format="json")
+    assert again.status_code == 202
+    slide.refresh_from_db()
+    assert slide.state == SlideState.UPLOADED
+    run_conversion(slide)
+    assert slide.state == SlideState.READY
