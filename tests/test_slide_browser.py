@@ -165,3 +165,46 @@ def test_adding_slides_in_the_browser_resumes_and_follows_the_conversion(
     assert slide.project == project
     done.get_by_role("link", name="Open in the viewer").click()
     page.wait_for_function("window.portalViewer && window.portalViewer.loadedLevels.size > 0", timeout=30_000)
+
+
+def test_a_slide_from_an_encrypted_dataset_in_the_browser(page, asgi_server, celery_worker_process, tmp_path):
+    """The add page lists the datasets the user can read; the browser opens the chosen one's key
+    with the private key kept in it, the worker decrypts and converts the file."""
+    from storage import crypto
+    from storage.models import KeyState, UserKey
+    from storage.services import uploads
+
+    owner = User.objects.create_user("olga", password=PASSWORD)
+    project = create_project(name="Archive", description="", owner=owner)
+    private_key = crypto.generate_private_key()
+    public = private_key.public_key()
+    UserKey.objects.create(
+        user=owner,
+        name="laptop",
+        public_key=crypto.public_key_pem(public),
+        fingerprint=crypto.public_key_fingerprint(public),
+        state=KeyState.ACTIVE,
+    )
+    data = write_slide(
+        tmp_path / "old-scan.svs", 2000, 1500, [Blob(900, 700, 600, 500)], layout="aperio"
+    ).read_bytes()
+    dataset = uploads.start_upload(owner=owner, name="Old scan", file_name="old-scan.svs", size=len(data))
+    for index in range(dataset.chunk_count):
+        piece = data[index * dataset.chunk_size : (index + 1) * dataset.chunk_size]
+        uploads.put_chunk(dataset, index, piece, crypto.chunk_hash(piece).hex())
+    uploads.finish_upload(dataset, actor=owner)
+
+    sign_in(page, asgi_server.url, "olga", PASSWORD)
+    page.goto(f"{asgi_server.url}/keys/")
+    page.wait_for_function("window.portalKeys && window.portalKeys.ready")
+    page.get_by_label("Or paste the key").fill(crypto.compact_private_key_text(private_key))
+    page.get_by_role("button", name="Use pasted key").click()
+    page.wait_for_function("document.body.dataset.imported")
+    page.goto(f"{asgi_server.url}/slides/add/")
+    page.wait_for_function("document.body.dataset.ready === 'yes'")
+    page.get_by_label("Dataset", exact=True).select_option(dataset.mnemonic)
+    page.get_by_role("button", name="Add as a slide").click()
+    page.wait_for_selector('#slide-uploads li[data-state="done"]', timeout=90_000)
+    slide = Slide.objects.get(project=project)
+    assert slide.state == "ready" and slide.ingress == "dataset" and slide.pyramid.vendor == "aperio"
+    assert slide.source_full_path.read_bytes() == data

@@ -171,4 +171,47 @@ if (zone) {
     event.target.value = "";
   });
 }
-document.body.dataset.ready = "yes";
+// --- from an encrypted dataset --------------------------------------------------------------------------
+
+async function listDatasets() {
+  const select = $("slide-dataset");
+  if (!select) return;
+  try {
+    const page = await call("GET", "/api/v1/datasets/?state=available&page_size=200");
+    const datasets = page.results || page;
+    select.replaceChildren(...(datasets.length
+      ? datasets.map((d) => Object.assign(document.createElement("option"), {
+        value: d.mnemonic, textContent: `${d.name} – ${d.file_name} (${formatBytes(d.size)})`,
+      }))
+      : [Object.assign(document.createElement("option"), { value: "", textContent: "You can read no datasets." })]));
+    select.disabled = !datasets.length;
+  } catch (error) {
+    select.replaceChildren(Object.assign(document.createElement("option"), { value: "", textContent: error.message }));
+  }
+}
+
+$("dataset-form")?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const mnemonic = $("slide-dataset").value;
+  const status = $("dataset-status");
+  if (!mnemonic) return;
+  status.textContent = "Opening the dataset's key with your key…";
+  try {
+    const { dataKeyOf } = await import(JSON.parse($("storage-api-url").textContent));
+    const user = JSON.parse($("slide-user").textContent);
+    const key = await dataKeyOf(user, mnemonic);
+    const slide = await call("POST", "/api/v1/slides/", {
+      json: { project: Number($("slide-project").value), dataset: mnemonic, key: key.base64 },
+    });
+    const ui = row({ name: $("slide-dataset").selectedOptions[0].textContent, size: slide.size });
+    rows.set(slide.id, ui);
+    ui.item.dataset.slide = slide.id;
+    watcher.watch(slide.id);
+    showSlide(ui, await call("GET", `/api/v1/slides/${slide.id}/`));
+    status.textContent = "Added: the portal decrypts and converts it now.";
+  } catch (error) {
+    status.textContent = `Not added: ${error.message}`;
+  }
+});
+
+listDatasets().finally(() => { document.body.dataset.ready = "yes"; });
