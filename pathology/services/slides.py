@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -73,6 +74,7 @@ def check_options(values: Any) -> dict[str, Any]:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
+            or not math.isfinite(value)
             or (kind is int and value != int(value))
         ):
             raise SlideError(f"{name} is a number{' (whole)' if kind is int else ''}.")
@@ -87,6 +89,12 @@ def check_options(values: Any) -> dict[str, Any]:
 
 def options_key(options: PyramidOptions) -> str:
     return hashlib.sha256(json.dumps(options.filters(), sort_keys=True).encode()).hexdigest()
+
+
+def safe_file_name(name: str) -> str:
+    """The last part of a file name, without control characters; "slide" when nothing is left."""
+    name = "".join(c for c in Path(str(name or "")).name if c.isprintable()).strip()[:200]
+    return name if name and name not in (".", "..") else "slide"
 
 
 def slide_directory(slide: Slide) -> Path:
@@ -106,7 +114,7 @@ def add_slide(
     start: bool = True,
 ) -> Slide:
     """Take `source` into the data directory as a new slide of `project` and start converting it."""
-    file_name = Path(file_name).name or "slide"
+    file_name = safe_file_name(file_name)
     size = source.stat().st_size
     if size > settings.PATHOLOGY_MAX_SLIDE_SIZE:
         raise SlideError(f"Slides are at most {settings.PATHOLOGY_MAX_SLIDE_SIZE:,} bytes.", status=413)
@@ -144,7 +152,7 @@ def add_slide_from_upload(
 
     checked = check_options(options)  # before the upload is spent
     session = UploadSession.objects.filter(pk=upload, owner=user).first() if upload else None
-    file_name = Path(session.file_name).name if session else "slide"
+    file_name = safe_file_name(session.file_name) if session else "slide"
     holding = Path(settings.PORTAL_DATA_DIR) / "uploads" / f"taken-{uuid.uuid4().hex}" / file_name
     with transaction.atomic():
         session = take_file(
@@ -193,7 +201,7 @@ def add_slide_from_dataset(
         slide = Slide.objects.create(
             project=project,
             name=name or Path(dataset.file_name).stem,
-            file_name=Path(dataset.file_name).name or "slide",
+            file_name=safe_file_name(dataset.file_name),
             size=dataset.size,
             options=checked,
             ingress="dataset",

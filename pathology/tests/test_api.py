@@ -158,6 +158,9 @@ def test_bad_files_fail_with_a_message_and_leave_other_slides_alone(
         f"/api/v1/slides/{ready.pk}/convert/", {"options": {"max_white_fraction": 3}}, format="json"
     )
     assert wrong.status_code == 400 and "max_white_fraction" in wrong.json()["detail"]
+    for options in ('{"min_island_tiles": Infinity}', '{"max_white_fraction": NaN}', "[1]", "{"):
+        response = add(api, "writer", project, ready.source_full_path, options=options)
+        assert response.status_code == 400, (options, response.content)
 
 
 def test_annotations_round_trip_as_geojson(ready, api):

@@ -57,8 +57,10 @@ def start_session(
             f"Unknown purpose {purpose!r}; uploads are taken for: {known}.", code="invalid_purpose"
         )
     name = Path(str(file_name or "")).name.strip()
-    if not name or len(name) > 255:
-        raise StorageError("A file name (1 to 255 characters) is needed.", code="invalid_name")
+    if not name or len(name) > 255 or name in (".", "..") or not name.isprintable():
+        raise StorageError(
+            "A file name (1 to 255 printable characters, not . or ..) is needed.", code="invalid_name"
+        )
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise StorageError(
             "The size is a whole number of bytes, at least 1 (empty files are not taken).",
