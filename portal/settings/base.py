@@ -250,6 +250,7 @@ SPECTACULAR_SETTINGS = {
         "DatasetStateEnum": "storage.models.DatasetState",
         "KeyStateEnum": "storage.models.KeyState",
         "SlideStateEnum": "pathology.models.SlideState",
+        "UploadStateEnum": "storage.models.UploadState",
     },
 }
 
