@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +48,18 @@ CREATE TABLE images (
     data BLOB NOT NULL
 );
 """
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="pyramid-decode")
+        return _pool
 
 
 class PyramidError(Exception):
@@ -104,9 +117,9 @@ class SlidePyramid:
 
     def __init__(self, path: str | Path, *, threads: int | None = None):
         self.path = Path(path)
-        # Tiles of a region are decoded side by side (JPEG decoding releases the GIL).
+        # Tiles of a region are decoded side by side (JPEG decoding releases the GIL), in a pool
+        # all readers of the process share; `threads=1`: one after the other, here.
         self.threads = min(4, os.cpu_count() or 1) if threads is None else max(1, threads)
-        self._pool: ThreadPoolExecutor | None = None
         if not self.path.is_file():
             raise PyramidError(f"{self.path}: no such file")
         try:
@@ -132,8 +145,6 @@ class SlidePyramid:
 
     def close(self) -> None:
         self._db.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
 
     def __enter__(self) -> SlidePyramid:
         return self
@@ -186,9 +197,7 @@ class SlidePyramid:
             (level, first_x, last_x, first_y, last_y),
         ).fetchall()
         if len(rows) > 1 and self.threads > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="pyramid-read")
-            decoded = self._pool.map(decode_tile, [row[2] for row in rows])
+            decoded = _decode_pool().map(decode_tile, [row[2] for row in rows])
         else:
             decoded = (decode_tile(row[2]) for row in rows)
         for (tx, ty, _), pixels in zip(rows, decoded, strict=True):
@@ -215,9 +224,9 @@ class PyramidWriter:
 
     def __init__(self, path: str | Path, *, threads: int | None = None):
         self.path = Path(path)
-        # Tiles of a region are decoded side by side (JPEG decoding releases the GIL).
+        # Tiles of a region are decoded side by side (JPEG decoding releases the GIL), in a pool
+        # all readers of the process share; `threads=1`: one after the other, here.
         self.threads = min(4, os.cpu_count() or 1) if threads is None else max(1, threads)
-        self._pool: ThreadPoolExecutor | None = None
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.partial.unlink(missing_ok=True)
