@@ -325,6 +325,10 @@ CELERY_BEAT_SCHEDULE["scan-ingress"] = {
     "task": "pathology.scan_ingress", "schedule": max(5.0, PATHOLOGY_INGRESS_SETTLE_SECONDS / 3),
 }
 
+# --- DICOM ----------------------------------------------------------------------------------------
+# An archive may unpack to at most this many bytes in all (archive bombs are refused earlier).
+IMAGING_MAX_UNPACKED_BYTES = env.int("PORTAL_DICOM_MAX_UNPACKED", default=64 * 2**30)
+
 # --- logging ------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
