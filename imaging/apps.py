@@ -9,3 +9,9 @@ class ImagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "imaging"
     verbose_name = "Imaging"
+
+    def ready(self) -> None:
+        from imaging import tasks  # noqa: F401 - job kinds register themselves on import
+        from storage.services.sessions import register_upload_purpose
+
+        register_upload_purpose("dicom", "DICOM files or archives")

@@ -251,6 +251,7 @@ SPECTACULAR_SETTINGS = {
         "KeyStateEnum": "storage.models.KeyState",
         "SlideStateEnum": "pathology.models.SlideState",
         "UploadStateEnum": "storage.models.UploadState",
+        "IngestStateEnum": "imaging.models.IngestState",
     },
 }
 
