@@ -42,6 +42,7 @@ urlpatterns = [
     path("api/v1/", include("storage.api.urls", namespace="storage-api")),
     path("api/v1/", include("pathology.api.urls", namespace="pathology-api")),
     path("api/v1/", include("imaging.api.urls", namespace="imaging-api")),
+    path("dicomweb/", include("imaging.dicomweb.urls", namespace="dicomweb")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -1,0 +1,423 @@
+"""DICOMweb (PS3.18): QIDO-RS search, WADO-RS retrieve and metadata, STOW-RS store.
+
+Two bases: `/dicomweb` serves every study the user may see (for viewers such as OHIF), and
+`/dicomweb/projects/<id>` one project's studies – STOW-RS stores there (writers). Authentication
+by session or bearer token (`read` scope to search and retrieve, `write` to store), through the
+REST framework like the rest of the API; a study the user may not see does not exist here.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+from pathlib import Path
+
+from django.http import HttpResponse, StreamingHttpResponse
+from rest_framework import exceptions
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.views import APIView
+
+from imaging.dicomweb import query
+from imaging.models import IngestRun, IngestState, Instance, Series, Study
+from imaging.services.ingest import ingest_file, refresh_counts
+from metadata.models import Project
+from metadata.querysets import has_project_role
+
+DICOM_JSON = "application/dicom+json"
+MAX_STOW_BYTES = 4 * 2**30  # streamed to files part by part
+READ_BLOCK = 1024 * 1024
+
+
+class AnyAccept(BaseContentNegotiation):
+    """DICOMweb answers are made by the views (multipart, DICOM JSON); errors are JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+
+class Untouched(BaseParser):
+    """Bodies (STOW's multipart/related) are read by the view itself, as a stream; this only
+    keeps the framework (token authentication looks at form fields) from refusing them."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return {}
+
+
+class DicomWebView(APIView):
+    schema = None  # a standard of its own (PS3.18), not part of the portal's OpenAPI description
+    content_negotiation_class = AnyAccept
+    renderer_classes = [JSONRenderer]
+    parser_classes = [Untouched]
+
+    def base(self, request, project: int | None) -> str:
+        root = public_root(request) + "/dicomweb"
+        return f"{root}/projects/{project}" if project else root
+
+    def studies(self, request, project: int | None):
+        found = Study.objects.for_user(request.user, "view").select_related("patient")
+        if project is not None:
+            found = found.filter(project_id=project)
+        return found
+
+    def study(self, request, project, study_uid: str) -> Study:
+        study = self.studies(request, project).filter(study_uid=study_uid).order_by("pk").first()
+        if study is None:
+            raise exceptions.NotFound("No such study.")
+        return study
+
+    def instances(self, request, project, study_uid, series_uid=None, sop_uid=None):
+        found = Instance.objects.filter(
+            series__study__in=self.studies(request, project), series__study__study_uid=study_uid
+        )
+        if series_uid:
+            found = found.filter(series__series_uid=series_uid)
+        if sop_uid:
+            found = found.filter(sop_instance_uid=sop_uid)
+        return found.select_related("series__study").order_by("series__number", "series_id", "number", "pk")
+
+    def handle_exception(self, exc):
+        if isinstance(exc, query.QueryError):
+            exc = exceptions.ValidationError({"detail": str(exc)})
+        return super().handle_exception(exc)
+
+
+def public_root(request) -> str:
+    """Where clients reach the portal, for the absolute URLs DICOMweb answers carry: from the
+    request; a Host header without its port (some clients send one) gets the server's port when
+    no proxy stands between (a proxy says so with X-Forwarded-*)."""
+    meta = request.META
+    host = request.get_host()
+    if (
+        ":" not in host.rsplit("]", 1)[-1]
+        and "HTTP_X_FORWARDED_PROTO" not in meta
+        and "HTTP_X_FORWARDED_FOR" not in meta
+        and str(meta.get("SERVER_PORT", "")) not in ("", "80", "443")
+    ):
+        host = f"{host}:{meta['SERVER_PORT']}"
+    return f"{request.scheme}://{host}"
+
+
+def dicom_json(data, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(data), status=status, content_type=DICOM_JSON)
+
+
+# --- QIDO-RS ---------------------------------------------------------------------------------------
+
+
+class SearchStudies(DicomWebView):
+    def get(self, request, project=None):
+        params = request.query_params
+        fuzzy = params.get("fuzzymatching", "").lower() == "true"
+        found = query.filter_level(self.studies(request, project), "study", params, fuzzy)
+        found = query.paginate(found.order_by("-study_date", "pk"), params)
+        includes, everything = query.includes_of(params)
+        base = self.base(request, project)
+        return dicom_json([query.study_json(s, base, _study_extra(s, includes, everything)) for s in found])
+
+    def post(self, request, project=None):
+        return stow(self, request, project, None)
+
+
+def _study_extra(study: Study, includes: set[str], everything: bool) -> dict:
+    """Further study-level attributes from a representative instance, when `includefield` asks."""
+    if not includes and not everything:
+        return {}
+    first = Instance.objects.filter(series__study=study).order_by("pk").first()
+    if first is None:
+        return {}
+    study_tags = {
+        "00080020",
+        "00080030",
+        "00080050",
+        "00080090",
+        "00081030",
+        "00100010",
+        "00100020",
+        "00100030",
+        "00100040",
+        "00101010",
+        "00101020",
+        "00101030",
+        "00200010",
+        "00080005",
+    }
+    wanted = study_tags if everything else includes
+    return {tag: value for tag, value in first.attributes.items() if tag in wanted}
+
+
+class SearchSeries(DicomWebView):
+    def get(self, request, project=None, study=None):
+        params = request.query_params
+        fuzzy = params.get("fuzzymatching", "").lower() == "true"
+        found = Series.objects.filter(study__in=self.studies(request, project)).select_related(
+            "study__patient"
+        )
+        if study:
+            self.study(request, project, study)
+            found = found.filter(study__study_uid=study)
+        found = query.filter_level(found, "series", params, fuzzy)
+        found = query.paginate(found.order_by("study_id", "number", "pk"), params)
+        base = self.base(request, project)
+        return dicom_json([query.series_json(s, base) for s in found])
+
+
+class SearchInstances(DicomWebView):
+    def get(self, request, project=None, study=None, series=None):
+        params = request.query_params
+        fuzzy = params.get("fuzzymatching", "").lower() == "true"
+        found = Instance.objects.filter(series__study__in=self.studies(request, project)).select_related(
+            "series__study"
+        )
+        if study:
+            self.study(request, project, study)
+            found = found.filter(series__study__study_uid=study)
+        if series:
+            found = found.filter(series__series_uid=series)
+        found = query.filter_level(found, "instance", params, fuzzy)
+        found = query.paginate(found.order_by("series_id", "number", "pk"), params)
+        includes, everything = query.includes_of(params)
+        base = self.base(request, project)
+        return dicom_json([query.instance_json(i, base, includes, everything) for i in found])
+
+
+# --- WADO-RS -----------------------------------------------------------------------------------------
+
+
+def multipart(request, paths: list[Path], content_type: str = "application/dicom"):
+    """The files as multipart/related, streamed."""
+    boundary = secrets.token_hex(16)
+
+    def parts():
+        for path in paths:
+            yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
+            with open(path, "rb") as handle:
+                while block := handle.read(READ_BLOCK):
+                    yield block
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    from storage.api.views import streamed
+
+    response = StreamingHttpResponse(streamed(request, parts()))
+    response["Content-Type"] = f'multipart/related; type="{content_type}"; boundary={boundary}'
+    return response
+
+
+class Retrieve(DicomWebView):
+    """The instances of a study, a series or one instance, as DICOM files."""
+
+    def get(self, request, project=None, study=None, series=None, instance=None):
+        found = list(self.instances(request, project, study, series, instance))
+        if not found:
+            raise exceptions.NotFound("No such study, series or instance.")
+        return multipart(request, [i.full_path for i in found])
+
+
+class Metadata(DicomWebView):
+    """Every instance's attributes (DICOM JSON) of a study, series or instance; bulk values as URLs."""
+
+    def get(self, request, project=None, study=None, series=None, instance=None):
+        found = list(self.instances(request, project, study, series, instance))
+        if not found:
+            raise exceptions.NotFound("No such study, series or instance.")
+        base = self.base(request, project)
+        return dicom_json([query.instance_json(i, base, everything=True) for i in found])
+
+
+class BulkData(DicomWebView):
+    """One bulk value of an instance (octet-stream)."""
+
+    def get(self, request, project=None, study=None, series=None, instance=None, tag=None):
+        import pydicom
+
+        found = self.instances(request, project, study, series, instance).first()
+        if found is None:
+            raise exceptions.NotFound("No such instance.")
+        dataset = pydicom.dcmread(found.full_path)
+        element = dataset.get(int(tag, 16))
+        if element is None or not isinstance(element.value, bytes | bytearray):
+            raise exceptions.NotFound("No such bulk data.")
+        boundary = secrets.token_hex(16)
+        body = (
+            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+            + bytes(element.value)
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        response = HttpResponse(body)
+        response["Content-Type"] = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+        return response
+
+
+# --- STOW-RS -----------------------------------------------------------------------------------------
+
+
+def split_multipart(stream, boundary: bytes, folder: Path, limit: int):
+    """Write the parts of a multipart body read from `stream` to files in `folder`, block by
+    block (a part is never held whole in memory); yields (headers, path) pairs."""
+    delimiter = b"\r\n--" + boundary
+    buffer = b"\r\n"  # so the first delimiter looks like the others
+    total, number = 0, 0
+    handle, headers, path = None, None, None
+
+    def more() -> bytes:
+        nonlocal total
+        block = stream.read(READ_BLOCK)
+        total += len(block)
+        if total > limit:
+            raise exceptions.ValidationError({"detail": f"A STOW request is at most {limit:,} bytes."})
+        return block
+
+    eof = False
+    while True:
+        position = buffer.find(delimiter)
+        if position < 0:
+            if eof:
+                break
+            keep = len(delimiter) + 4
+            if handle is not None and len(buffer) > keep:
+                handle.write(buffer[:-keep])
+                buffer = buffer[-keep:]
+            block = more()
+            eof = not block
+            buffer += block
+            continue
+        if handle is not None:
+            handle.write(buffer[:position])
+            handle.close()
+            yield headers, path
+            handle = None
+        buffer = buffer[position + len(delimiter) :]
+        while len(buffer) < 2 and not eof:
+            block = more()
+            eof = not block
+            buffer += block
+        if buffer.startswith(b"--"):
+            return
+        while b"\r\n\r\n" not in buffer and not eof:
+            block = more()
+            eof = not block
+            buffer += block
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip():
+                headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        path = folder / f"{number:06d}.part"
+        number += 1
+        handle = open(path, "wb")  # closed when the part ends
+    if handle is not None:
+        handle.close()
+
+
+def stow(view: DicomWebView, request, project_id, study_uid):
+    if project_id is None:
+        raise exceptions.MethodNotAllowed(
+            "POST", "Store into a project: POST /dicomweb/projects/<id>/studies."
+        )
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None or not has_project_role(request.user, project, "reader"):
+        raise exceptions.NotFound("No such project.")
+    if not has_project_role(request.user, project, "writer"):
+        raise exceptions.PermissionDenied("Storing needs the writer role in the project.")
+    content_type = request.META.get("CONTENT_TYPE", "")
+    boundary = None
+    for part in content_type.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip('"').encode("latin-1")
+    if not content_type.lower().startswith("multipart/related") or not boundary:
+        raise exceptions.UnsupportedMediaType(
+            content_type or "none", 'Send multipart/related; type="application/dicom" with a boundary.'
+        )
+    run = IngestRun.objects.create(
+        project=project, source="stow", label="STOW-RS", created_by=request.user, state=IngestState.RUNNING
+    )
+    referenced, failed, report = [], [], []
+    base = view.base(request, project_id)
+    with tempfile.TemporaryDirectory() as folder:
+        for number, (headers, path) in enumerate(
+            split_multipart(request._request, boundary, Path(folder), MAX_STOW_BYTES)
+        ):
+            kind = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
+            if kind not in ("application/dicom", "application/octet-stream"):
+                entry = {
+                    "file": f"part {number + 1}",
+                    "outcome": "rejected",
+                    "reason": f"a part of type {kind}, not application/dicom",
+                }
+            else:
+                entry = ingest_file(run, f"part {number + 1}", path)
+            path.unlink(missing_ok=True)
+            if (
+                study_uid
+                and entry["outcome"] in ("accepted", "conflict", "duplicate")
+                and entry.get("instance")
+            ):
+                stored = Instance.objects.select_related("series__study").get(pk=entry["instance"])
+                if stored.series.study.study_uid != study_uid:
+                    entry = {
+                        **entry,
+                        "outcome": "rejected",
+                        "reason": "belongs to another study than the URL names",
+                    }
+            report.append(entry)
+            if entry["outcome"] in ("accepted", "conflict", "duplicate"):
+                instance = (
+                    Instance.objects.filter(
+                        sop_instance_uid=entry["sop_instance_uid"], series__study__project=project
+                    )
+                    .select_related("series__study")
+                    .order_by("-pk")
+                    .first()
+                )
+                referenced.append(
+                    {
+                        "00081150": {"vr": "UI", "Value": [instance.sop_class_uid]},
+                        "00081155": {"vr": "UI", "Value": [instance.sop_instance_uid]},
+                        "00081190": {"vr": "UR", "Value": [query.instance_url(instance, base)]},
+                    }
+                )
+            else:
+                item = {"00081197": {"vr": "US", "Value": [0xC000]}}  # cannot understand
+                if entry.get("sop_instance_uid"):
+                    item["00081155"] = {"vr": "UI", "Value": [entry["sop_instance_uid"]]}
+                failed.append(item)
+    outcomes = [e["outcome"] for e in report]
+    IngestRun.objects.filter(pk=run.pk).update(
+        report=report,
+        accepted=outcomes.count("accepted"),
+        duplicates=outcomes.count("duplicate"),
+        conflicts=outcomes.count("conflict"),
+        rejected=outcomes.count("rejected"),
+        state=IngestState.DONE,
+        message=f"{outcomes.count('accepted')} accepted, {outcomes.count('rejected')} rejected (STOW-RS)",
+    )
+    refresh_counts(project.pk, {e["study"] for e in report if e.get("study")})
+    answer = {
+        "00081190": {"vr": "UR", "Value": [f"{base}/studies/{study_uid}" if study_uid else f"{base}/studies"]}
+    }
+    if referenced:
+        answer["00081199"] = {"vr": "SQ", "Value": referenced}
+    if failed:
+        answer["00081198"] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else (202 if referenced else 409)
+    return dicom_json(answer, status)
+
+
+class StudyResource(DicomWebView):
+    """GET: the study's instances (WADO-RS); POST: store into it (STOW-RS, project base only)."""
+
+    def get(self, request, project=None, study=None):
+        return Retrieve.get(self, request, project, study)
+
+    def post(self, request, project=None, study=None):
+        return stow(self, request, project, study)
