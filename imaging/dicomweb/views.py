@@ -318,6 +318,19 @@ def split_multipart(stream, boundary: bytes, folder: Path, limit: int):
         handle.close()
 
 
+def _study_of(path: Path) -> str | None:
+    """The Study Instance UID a file names (None when it cannot be read: ingest says why)."""
+    import pydicom
+
+    try:
+        return (
+            str(pydicom.dcmread(path, stop_before_pixels=True, force=True).get("StudyInstanceUID", ""))
+            or None
+        )
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the ingest
+        return None
+
+
 def stow(view: DicomWebView, request, project_id, study_uid):
     if project_id is None:
         raise exceptions.MethodNotAllowed(
@@ -354,21 +367,15 @@ def stow(view: DicomWebView, request, project_id, study_uid):
                     "outcome": "rejected",
                     "reason": f"a part of type {kind}, not application/dicom",
                 }
+            elif study_uid and _study_of(path) not in (None, study_uid):
+                entry = {
+                    "file": f"part {number + 1}",
+                    "outcome": "rejected",
+                    "reason": "belongs to another study than the URL names",
+                }
             else:
                 entry = ingest_file(run, f"part {number + 1}", path)
             path.unlink(missing_ok=True)
-            if (
-                study_uid
-                and entry["outcome"] in ("accepted", "conflict", "duplicate")
-                and entry.get("instance")
-            ):
-                stored = Instance.objects.select_related("series__study").get(pk=entry["instance"])
-                if stored.series.study.study_uid != study_uid:
-                    entry = {
-                        **entry,
-                        "outcome": "rejected",
-                        "reason": "belongs to another study than the URL names",
-                    }
             report.append(entry)
             if entry["outcome"] in ("accepted", "conflict", "duplicate"):
                 instance = (

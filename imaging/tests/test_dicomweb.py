@@ -1,0 +1,180 @@
+"""DICOMweb through the test client: QIDO matching rules, STOW refusals, and every endpoint for
+each role (what a user may not see does not exist here)."""
+
+from __future__ import annotations
+
+import json
+
+import pydicom
+import pytest
+
+from imaging.models import IngestRun, Study
+from imaging.services.ingest import run_ingest
+from imaging.tests.conftest import dicom_file
+
+pytestmark = pytest.mark.django_db
+FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm"]
+
+
+@pytest.fixture
+def indexed(project, people, data_dir):
+    run = IngestRun.objects.create(project=project, source="upload", created_by=people["writer"])
+    run_ingest(run, [(name, dicom_file(name)) for name in FILES])
+    return {name: pydicom.dcmread(dicom_file(name)) for name in FILES}
+
+
+def uids(response) -> list[str]:
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/dicom+json"
+    return [item["0020000D"]["Value"][0] for item in json.loads(response.content)]
+
+
+def test_qido_matching(indexed, api):
+    client = api("reader")
+    ct, mr = indexed["CT_small.dcm"], indexed["MR_small.dcm"]
+    everything = uids(client.get("/dicomweb/studies"))
+    assert set(everything) == {d.StudyInstanceUID for d in indexed.values()}
+    assert uids(
+        client.get(f"/dicomweb/studies?StudyInstanceUID={ct.StudyInstanceUID},{mr.StudyInstanceUID}")
+    ) == sorted([ct.StudyInstanceUID, mr.StudyInstanceUID], key=everything.index)
+    assert uids(client.get("/dicomweb/studies?ModalitiesInStudy=MR")) == [mr.StudyInstanceUID]
+    assert uids(client.get(f"/dicomweb/studies?00100020={ct.PatientID}")) == [ct.StudyInstanceUID]
+    name = str(ct.PatientName)
+    assert ct.StudyInstanceUID in uids(client.get(f"/dicomweb/studies?PatientName={name[:3]}*"))
+    assert uids(client.get(f"/dicomweb/studies?PatientName={name[:3].lower()}*")) == uids(
+        client.get(f"/dicomweb/studies?PatientName={name[:3]}*")
+    )  # names match in any case
+    date = ct.StudyDate
+    assert ct.StudyInstanceUID in uids(client.get(f"/dicomweb/studies?StudyDate={date}-"))
+    assert ct.StudyInstanceUID not in uids(client.get(f"/dicomweb/studies?StudyDate=-{int(date) - 1}"))
+    # any attribute, by keyword or tag: here the CT's Manufacturer
+    assert uids(client.get(f"/dicomweb/studies?Manufacturer={ct.Manufacturer}")) == [ct.StudyInstanceUID]
+    assert len(json.loads(client.get("/dicomweb/studies?limit=2&offset=1").content)) == 2
+    study = json.loads(
+        client.get(f"/dicomweb/studies?StudyInstanceUID={ct.StudyInstanceUID}&includefield=all").content
+    )
+    assert study[0]["00201208"]["Value"] == [1] and study[0]["00100020"]["Value"] == [ct.PatientID]
+    instances = json.loads(
+        client.get(f"/dicomweb/studies/{ct.StudyInstanceUID}/instances?includefield=00180050").content
+    )
+    assert instances[0]["00180050"]["Value"] == [float(ct.SliceThickness)]
+    series = json.loads(client.get("/dicomweb/series?Modality=RTDOSE").content)
+    assert series[0]["0020000E"]["Value"] == [indexed["rtdose.dcm"].SeriesInstanceUID]
+    for bad in (
+        "?limit=x",
+        "?offset=-1",
+        "?NotAKeyword=1",
+        "?StudyDate=2024-01-xx",
+        "?includefield=Nonsense",
+    ):
+        response = client.get(f"/dicomweb/studies{bad}")
+        assert response.status_code == 400, bad
+
+
+def test_wado_metadata_and_bulkdata(indexed, api):
+    client = api("reader")
+    ct = indexed["CT_small.dcm"]
+    base = (
+        f"/dicomweb/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}/instances/{ct.SOPInstanceUID}"
+    )
+    response = client.get(base)
+    assert response.status_code == 200 and response["Content-Type"].startswith(
+        'multipart/related; type="application/dicom"'
+    )
+    body = b"".join(response.streaming_content)
+    assert dicom_file("CT_small.dcm").read_bytes() in body
+    metadata = json.loads(client.get(f"{base}/metadata").content)
+    uri = metadata[0]["7FE00010"]["BulkDataURI"]
+    assert uri.endswith(f"{base}/bulkdata/7FE00010")
+    bulk = client.get(uri.split("testserver", 1)[1])
+    assert bulk.status_code == 200 and ct.PixelData in bulk.content
+    assert client.get(f"{base}/bulkdata/00100010").status_code == 404  # not a bulk value
+    assert client.get("/dicomweb/studies/1.2.3/metadata").status_code == 404
+
+
+def test_stow_refusals(indexed, api, project):
+    client = api("writer")
+    url = f"/dicomweb/projects/{project.pk}/studies"
+    assert client.post(url, data=b"x", content_type="application/dicom").status_code == 415
+    body = (
+        b"--b1\r\nContent-Type: application/dicom\r\n\r\nnot dicom\r\n"
+        b"--b1\r\nContent-Type: application/dicom\r\n\r\n"
+        + dicom_file("CT_small.dcm").read_bytes()
+        + b"\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b1--\r\n"
+    )
+    response = client.post(
+        url, data=body, content_type='multipart/related; type="application/dicom"; boundary=b1'
+    )
+    answer = json.loads(response.content)
+    assert response.status_code == 202  # some stored (here: a duplicate), some failed
+    assert len(answer["00081199"]["Value"]) == 1 and len(answer["00081198"]["Value"]) == 2
+    run = IngestRun.objects.filter(source="stow").latest("pk")
+    assert [e["outcome"] for e in run.report] == ["rejected", "duplicate", "rejected"]
+    only_bad = client.post(
+        url, data=b"--b1\r\n\r\nnope\r\n--b1--\r\n", content_type="multipart/related; boundary=b1"
+    )
+    assert only_bad.status_code == 409, (only_bad.content, IngestRun.objects.latest("pk").report)
+    other_study = client.post(
+        f"{url}/1.2.3",
+        data=b"--b1\r\nContent-Type: application/dicom\r\n\r\n"
+        + dicom_file("MR_small.dcm").read_bytes()
+        + b"\r\n--b1--\r\n",
+        content_type="multipart/related; boundary=b1",
+    )
+    assert (
+        other_study.status_code == 409
+        and "another study" in IngestRun.objects.latest("pk").report[0]["reason"]
+    )
+    assert (
+        client.post("/dicomweb/studies", data=b"", content_type="multipart/related; boundary=b1").status_code
+        == 405
+    )
+
+
+ROLES = ["anonymous", "stranger", "reader", "writer", "owner", "admin"]
+
+
+def test_every_endpoint_for_every_role(indexed, api, project):
+    ct = indexed["CT_small.dcm"]
+    study, series, sop = ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID
+    instance = f"studies/{study}/series/{series}/instances/{sop}"
+    reads = [
+        f"studies/{study}",
+        f"studies/{study}/metadata",
+        f"studies/{study}/series/{series}",
+        f"studies/{study}/series/{series}/metadata",
+        instance,
+        f"{instance}/metadata",
+        f"{instance}/bulkdata/7FE00010",
+    ]
+    searches = ["studies", f"studies/{study}/series", "series", "instances", f"studies/{study}/instances"]
+    for role in ROLES:
+        client = api(role)
+        for prefix in ("/dicomweb", f"/dicomweb/projects/{project.pk}"):
+            for path in reads:
+                status = client.get(f"{prefix}/{path}").status_code
+                expected = {"anonymous": (401, 403), "stranger": (404,)}.get(role, (200,))
+                assert status in expected, (role, path, status)
+            for path in searches:
+                response = client.get(f"{prefix}/{path}")
+                if role == "anonymous":
+                    assert response.status_code in (401, 403)
+                elif role == "stranger":
+                    assert response.status_code in (200, 404) and (
+                        response.status_code == 404 or json.loads(response.content) == []
+                    )
+                else:
+                    assert response.status_code == 200 and json.loads(response.content)
+        body = (
+            b"--b1\r\nContent-Type: application/dicom\r\n\r\n"
+            + dicom_file("rtplan.dcm").read_bytes()
+            + b"\r\n--b1--\r\n"
+        )
+        status = client.post(
+            f"/dicomweb/projects/{project.pk}/studies",
+            data=body,
+            content_type="multipart/related; boundary=b1",
+        ).status_code
+        expected = {"anonymous": (401, 403), "stranger": (404,), "reader": (403,)}.get(role, (200,))
+        assert status in expected, (role, status)
+    assert Study.objects.filter(project=project).count() == len(FILES)
