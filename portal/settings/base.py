@@ -329,6 +329,12 @@ CELERY_BEAT_SCHEDULE["scan-ingress"] = {
 # --- DICOM ----------------------------------------------------------------------------------------
 # An archive may unpack to at most this many bytes in all (archive bombs are refused earlier).
 IMAGING_MAX_UNPACKED_BYTES = env.int("PORTAL_DICOM_MAX_UNPACKED", default=64 * 2**30)
+# The network receiver (manage.py dicom_receiver): where it listens, its AE title, and which
+# called AE titles go to which project ("CT_LAB:3,MRI:7"; PROJECT<id> always works).
+IMAGING_DICOM_HOST = env.str("PORTAL_DICOM_HOST", default="0.0.0.0")  # noqa: S104 - a server
+IMAGING_DICOM_PORT = env.int("PORTAL_DICOM_PORT", default=11112)
+IMAGING_AE_TITLE = env.str("PORTAL_DICOM_AE_TITLE", default="PORTAL")
+IMAGING_AE_ROUTES = env.str("PORTAL_DICOM_AE_ROUTES", default="")
 
 # --- logging ------------------------------------------------------------------------------------
 LOGGING = {

@@ -1,0 +1,88 @@
+"""pynetdicom's storescu sends a study to the portal's receiver: C-ECHO answers, the called AE
+title routes to the project, the instances land in the index with the right hierarchy; an unknown
+AE title is refused."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from imaging.models import IngestRun, Instance, Study
+from imaging.services.receiver import build_server
+from metadata.services.projects import create_project
+from portal.models import User
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def storescu(port: int, called: str, *paths: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pynetdicom",
+            "storescu",
+            "127.0.0.1",
+            str(port),
+            *paths,
+            "-aec",
+            called,
+            "-aet",
+            "MODALITY1",
+            "-v",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_storescu_sends_a_study_to_the_receiver(settings, tmp_path):
+    settings.PORTAL_DATA_DIR = tmp_path / "data"
+    settings.IMAGING_AE_ROUTES = "CT_LAB:999999"
+    owner = User.objects.create_user("olga")
+    project = create_project(name="Scanner room", description="", owner=owner)
+    settings.IMAGING_AE_ROUTES = f"CT_LAB:{project.pk}"
+    port = free_port()
+    server = build_server(port, "PORTAL", block=False)
+    try:
+        echo = subprocess.run(
+            [sys.executable, "-m", "pynetdicom", "echoscu", "127.0.0.1", str(port), "-aec", "PORTAL"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert echo.returncode == 0, echo.stderr
+        files = [get_testdata_file(name) for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")]
+        sent = storescu(port, "CT_LAB", *files)
+        assert sent.returncode == 0, sent.stderr
+        by_convention = storescu(port, f"PROJECT{project.pk}", get_testdata_file("rtdose.dcm"))
+        assert by_convention.returncode == 0, by_convention.stderr
+        refused = storescu(port, "NOBODY", get_testdata_file("MR_small.dcm"))
+        assert "0xC001" in refused.stdout + refused.stderr
+    finally:
+        server.shutdown()
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm"):
+        source = pydicom.dcmread(get_testdata_file(name))
+        instance = Instance.objects.select_related("series__study").get(
+            sop_instance_uid=source.SOPInstanceUID
+        )
+        assert instance.series.series_uid == source.SeriesInstanceUID
+        assert instance.series.study.study_uid == source.StudyInstanceUID
+        assert instance.series.study.project == project
+        assert pydicom.dcmread(instance.full_path).SOPInstanceUID == source.SOPInstanceUID
+    runs = list(IngestRun.objects.filter(source="network").order_by("pk"))
+    assert [r.label for r in runs] == ["MODALITY1 → CT_LAB", f"MODALITY1 → PROJECT{project.pk}"]
+    assert runs[0].accepted == 3 and runs[0].state == "done"
+    assert Study.objects.filter(project=project).count() == 4
