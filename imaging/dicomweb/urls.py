@@ -6,37 +6,34 @@ from imaging.dicomweb import views
 
 app_name = "dicomweb"
 UID = r"[0-9]+(?:\.[0-9]+)*"
+STUDY = rf"studies/(?P<study>{UID})"
+SERIES = rf"{STUDY}/series/(?P<series>{UID})"
+INSTANCE = rf"{SERIES}/instances/(?P<instance>{UID})"
+FRAMES = r"(?P<frames>[0-9]{1,6}(?:,[0-9]{1,6}){0,999})"
 
 _routes = [
-    (r"studies", views.SearchStudies, "studies"),
-    (rf"studies/(?P<study>{UID})", views.StudyResource, "study"),
-    (rf"studies/(?P<study>{UID})/metadata", views.Metadata, "study-metadata"),
-    (rf"studies/(?P<study>{UID})/series", views.SearchSeries, "study-series"),
-    (rf"studies/(?P<study>{UID})/series/(?P<series>{UID})", views.Retrieve, "series"),
-    (rf"studies/(?P<study>{UID})/series/(?P<series>{UID})/metadata", views.Metadata, "series-metadata"),
-    (
-        rf"studies/(?P<study>{UID})/series/(?P<series>{UID})/instances",
-        views.SearchInstances,
-        "series-instances",
-    ),
-    (
-        rf"studies/(?P<study>{UID})/series/(?P<series>{UID})/instances/(?P<instance>{UID})",
-        views.Retrieve,
-        "instance",
-    ),
-    (
-        rf"studies/(?P<study>{UID})/series/(?P<series>{UID})/instances/(?P<instance>{UID})/metadata",
-        views.Metadata,
-        "instance-metadata",
-    ),
-    (
-        rf"studies/(?P<study>{UID})/series/(?P<series>{UID})/instances/(?P<instance>{UID})/bulkdata/(?P<tag>[0-9A-F]{{8}})",
-        views.BulkData,
-        "bulkdata",
-    ),
-    (rf"studies/(?P<study>{UID})/instances", views.SearchInstances, "study-instances"),
-    (r"series", views.SearchSeries, "all-series"),
-    (r"instances", views.SearchInstances, "all-instances"),
+    # QIDO-RS
+    ("studies", views.SearchStudies, "studies"),
+    (f"{STUDY}/series", views.SearchSeries, "study-series"),
+    (f"{STUDY}/instances", views.SearchInstances, "study-instances"),
+    (f"{SERIES}/instances", views.SearchInstances, "series-instances"),
+    ("series", views.SearchSeries, "all-series"),
+    ("instances", views.SearchInstances, "all-instances"),
+    # WADO-RS (and STOW-RS into a study)
+    (STUDY, views.StudyResource, "study"),
+    (SERIES, views.Retrieve, "series"),
+    (INSTANCE, views.Retrieve, "instance"),
+    (f"{STUDY}/metadata", views.Metadata, "study-metadata"),
+    (f"{SERIES}/metadata", views.Metadata, "series-metadata"),
+    (f"{INSTANCE}/metadata", views.Metadata, "instance-metadata"),
+    (f"{INSTANCE}/bulkdata/(?P<tag>[0-9A-F]{{8}})", views.BulkData, "bulkdata"),
+    (f"{INSTANCE}/frames/{FRAMES}", views.Frames, "frames"),
+    (f"{INSTANCE}/rendered", views.Rendered, "instance-rendered"),
+    (f"{INSTANCE}/frames/(?P<frame>[0-9]{{1,6}})/rendered", views.Rendered, "frame-rendered"),
+    (f"{SERIES}/rendered", views.Rendered, "series-rendered"),
+    (f"{INSTANCE}/thumbnail", views.Thumbnail, "instance-thumbnail"),
+    (f"{SERIES}/thumbnail", views.Thumbnail, "series-thumbnail"),
+    (f"{STUDY}/thumbnail", views.Thumbnail, "study-thumbnail"),
 ]
 
 urlpatterns = []

@@ -13,6 +13,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -428,3 +429,108 @@ class StudyResource(DicomWebView):
 
     def post(self, request, project=None, study=None):
         return stow(self, request, project, study)
+
+
+# --- frames, rendered images, thumbnails -----------------------------------------------------------
+
+
+def _accepts(request, *kinds: str) -> str | None:
+    """The first of `kinds` the Accept header allows (any when it names none of ours)."""
+    accept = request.headers.get("Accept", "") or "*/*"
+    offered = []
+    for part in accept.split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        if media.lower() == "multipart/related":  # the parts' type is a parameter
+            types = [p.split("=", 1)[1].strip('"').lower() for p in params if p.lower().startswith("type=")]
+            offered += types or ["application/octet-stream"]
+        else:
+            offered.append(media.lower())
+    for kind in kinds:
+        if kind in offered or "*/*" in offered or kind.split("/")[0] + "/*" in offered:
+            return kind
+    return None
+
+
+class Frames(DicomWebView):
+    """Frames of an instance (`frames/1,3`): as stored when the client takes that media type,
+    else decoded to raw pixels (application/octet-stream)."""
+
+    def get(self, request, project=None, study=None, series=None, instance=None, frames=None):
+        from imaging.services import render
+
+        found = self.instances(request, project, study, series, instance).first()
+        if found is None:
+            raise exceptions.NotFound("No such instance.")
+        try:
+            numbers = [int(n) for n in frames.split(",")]
+        except ValueError:
+            raise exceptions.ValidationError({"detail": "Frames are numbers, e.g. 1 or 1,2,3."}) from None
+        dataset = render.read(found.full_path)
+        kind = "application/octet-stream"
+        try:
+            data, kind = render.raw_frames(dataset, numbers)
+            if kind != "application/octet-stream" and _accepts(request, kind) is None:
+                decoded = [render.decoded_frame(dataset, n) for n in numbers]
+                data, kind = (
+                    [np.ascontiguousarray(frame).tobytes() for frame in decoded],
+                    "application/octet-stream",
+                )
+        except render.PixelError as exc:
+            if "cannot be decoded" in str(exc):
+                return HttpResponse(
+                    json.dumps(
+                        {"detail": f"{exc}; ask for the frames as stored ({kind})", "code": "cannot_decode"}
+                    ),
+                    status=406,
+                    content_type="application/json",
+                )
+            raise exceptions.NotFound(str(exc)) from None
+        boundary = secrets.token_hex(16)
+        body = b"".join(
+            f"--{boundary}\r\nContent-Type: {kind}\r\n\r\n".encode() + part + b"\r\n" for part in data
+        )
+        response = HttpResponse(body + f"--{boundary}--\r\n".encode())
+        response["Content-Type"] = f'multipart/related; type="{kind}"; boundary={boundary}'
+        return response
+
+
+class Rendered(DicomWebView):
+    """An instance (or one of its frames) as JPEG or PNG, with `window=center,width[,function]`;
+    `thumbnail` gives a small one, for instances, series (their middle instance) and studies."""
+
+    thumbnail = False
+
+    def get(self, request, project=None, study=None, series=None, instance=None, frame=None):
+        from imaging.services import render
+
+        found = list(self.instances(request, project, study, series, instance))
+        if not found:
+            raise exceptions.NotFound("No such study, series or instance.")
+        picked = found[len(found) // 2] if instance is None else found[0]
+        kind = _accepts(request, "image/jpeg", "image/png")
+        if kind is None:
+            raise exceptions.NotAcceptable("Rendered images are image/jpeg or image/png.")
+        try:
+            window = render.parse_window(request.query_params.get("window"))
+            size = 128 if self.thumbnail else None
+            if request.query_params.get("viewport"):
+                size = max(
+                    16, min(4096, max(int(v) for v in request.query_params["viewport"].split(",")[:2]))
+                )
+            dataset = render.read(picked.full_path)
+            image = render.render(dataset, int(frame or 1), window, size)
+        except (render.PixelError, ValueError) as exc:
+            if isinstance(exc, render.PixelError) and "cannot be decoded" in str(exc):
+                return HttpResponse(
+                    json.dumps({"detail": str(exc), "code": "cannot_decode"}),
+                    status=406,
+                    content_type="application/json",
+                )
+            raise exceptions.ValidationError({"detail": str(exc)}) from None
+        response = HttpResponse(render.encode(image, kind), content_type=kind)
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+class Thumbnail(Rendered):
+    thumbnail = True
