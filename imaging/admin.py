@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from imaging.models import IngestRun, Instance, Patient, Series, Study
+from imaging.models import DeidSettings, IngestRun, Instance, Patient, Pseudonym, Series, Study
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -64,3 +64,18 @@ class IngestRunAdmin(ReadOnly):
     )
     list_filter = ("state", "source", "project")
     search_fields = ("label", "message")
+
+
+@admin.register(DeidSettings)
+class DeidSettingsAdmin(admin.ModelAdmin):
+    list_display = ("project", "enabled", "options", "updated_by", "updated_at")
+    list_filter = ("enabled",)
+    search_fields = ("project__name",)
+
+
+@admin.register(Pseudonym)
+class PseudonymAdmin(ReadOnly):
+    list_display = ("project", "kind", "pseudonym", "created_at")  # the original stays encrypted
+    list_filter = ("kind", "project")
+    search_fields = ("pseudonym",)
+    exclude = ("original",)

@@ -118,3 +118,25 @@ class IngestStartSerializer(serializers.Serializer):
         help_text='Ids of your finished uploads (POST /api/v1/uploads/ with purpose "dicom"): files or ZIPs.',
     )
     label = serializers.CharField(required=False, allow_blank=True, max_length=255)
+
+
+class DeidSettingsSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()
+    options = serializers.ListField(child=serializers.CharField(max_length=60), required=False, max_length=10)
+
+    def validate_options(self, value):
+        from imaging.services.deid import OPTIONS
+
+        unknown = sorted(set(value) - set(OPTIONS))
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown options: {', '.join(unknown)}. Known: {', '.join(OPTIONS)}."
+            )
+        return sorted(set(value))
+
+
+class PseudonymSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    pseudonym = serializers.CharField()
+    original = serializers.CharField()
+    created_at = serializers.DateTimeField()

@@ -8,13 +8,16 @@ from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from imaging.api import serializers as s
-from imaging.models import IngestRun, Series, Study
+from imaging.models import DeidSettings, IngestRun, Pseudonym, Series, Study
 from imaging.services.runs import start_ingest_from_uploads
+from metadata.models import Project
 from metadata.querysets import has_project_role
 from portal.api.base import PortalReadOnlyViewSet, PortalViewSetMixin
 from portal.api.serializers import JobSerializer
+from portal.services.audit import record_audit_event
 from storage.services.errors import StorageError
 
 
@@ -127,3 +130,56 @@ class SeriesViewSet(PortalReadOnlyViewSet):
 
     queryset = Series.objects.prefetch_related("instances")
     serializer_class = s.SeriesDetailSerializer
+
+
+class ProjectDeidView(APIView):
+    """A project's de-identification on ingest: GET (members), PUT (project admins)."""
+
+    def project(self, request, pk: int, role: str):
+        project = Project.objects.filter(pk=pk).first()
+        if project is None or not has_project_role(request.user, project, "reader"):
+            raise exceptions.NotFound("No such project.")
+        if not has_project_role(request.user, project, role):
+            raise exceptions.PermissionDenied(f"This needs the {role} role in the project.")
+        return project
+
+    @extend_schema(responses=s.DeidSettingsSerializer)
+    def get(self, request, pk):
+        project = self.project(request, pk, "reader")
+        found = DeidSettings.objects.filter(project=project).first()
+        return Response({"enabled": bool(found and found.enabled), "options": found.options if found else []})
+
+    @extend_schema(request=s.DeidSettingsSerializer, responses=s.DeidSettingsSerializer)
+    def put(self, request, pk):
+        project = self.project(request, pk, "admin")
+        body = s.DeidSettingsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        DeidSettings.objects.update_or_create(
+            project=project, defaults={**body.validated_data, "updated_by": request.user}
+        )
+        record_audit_event(
+            "imaging.deidentification_changed", actor=request.user, obj=project, **body.validated_data
+        )
+        return Response(body.validated_data)
+
+
+class ReidentificationView(APIView):
+    """The project's re-identification table (pseudonym → original), for project admins only."""
+
+    @extend_schema(responses=s.PseudonymSerializer(many=True))
+    def get(self, request, pk):
+        from imaging.services.deid import reveal
+
+        project = ProjectDeidView().project(request, pk, "admin")
+        rows = (
+            Pseudonym.objects.for_user(request.user, "view")
+            .filter(project=project)
+            .order_by("kind", "pk")[:10000]
+        )
+        record_audit_event("imaging.reidentification_read", actor=request.user, obj=project)
+        return Response(
+            [
+                {"kind": p.kind, "pseudonym": p.pseudonym, "original": reveal(p), "created_at": p.created_at}
+                for p in rows
+            ]
+        )

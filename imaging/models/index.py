@@ -181,3 +181,45 @@ class IngestRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.label}".strip()
+
+
+class DeidSettings(models.Model):
+    """How a project's DICOM is de-identified on ingest (PS3.15 basic profile and options)."""
+
+    project = models.OneToOneField("metadata.Project", on_delete=models.CASCADE, related_name="deid_settings")
+    enabled = models.BooleanField(default=False)
+    options = models.JSONField(default=list, blank=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.project_id}: {'on' if self.enabled else 'off'}"
+
+
+class PseudonymQuerySet(ProjectScopedQuerySet):
+    def restrict(self, user, action: str):
+        from metadata.querysets import project_ids_for
+
+        return self.filter(project__in=project_ids_for(user, "admin"))  # the re-identification table
+
+
+class Pseudonym(models.Model):
+    """One entry of a project's re-identification table: a pseudonym and its original, encrypted."""
+
+    project = models.ForeignKey("metadata.Project", on_delete=models.CASCADE, related_name="dicom_pseudonyms")
+    kind = models.CharField(max_length=10, help_text="patient or uid")
+    pseudonym = models.CharField(max_length=128)
+    original = models.BinaryField(help_text="AES-GCM: nonce, then ciphertext and tag.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PseudonymQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "kind", "pseudonym"], name="dicom_pseudonym_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.pseudonym}"

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from imaging.models import IngestRun, IngestState, Instance, Patient, Series, Study
+from imaging.models import DeidSettings, IngestRun, IngestState, Instance, Patient, Series, Study
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -176,11 +176,16 @@ def _check_pixel_data(dataset) -> None:
         raise Rejected(f"truncated: the pixel data has {have:,} of the {expected:,} bytes its size needs")
 
 
-def _save_part10(dataset, target: Path) -> None:
-    """Write a dataset read without its file meta as a DICOM Part 10 file (meta added)."""
+def _save_part10(dataset, target: Path, keep_meta: bool = False) -> None:
+    """Write a dataset as a DICOM Part 10 file; meta added unless `keep_meta` (then only the
+    instance UID in it follows the dataset's)."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ImplicitVRLittleEndian
 
+    if keep_meta and "TransferSyntaxUID" in getattr(dataset, "file_meta", {}):
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.save_as(target, enforce_file_format=True)
+        return
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = dataset.SOPClassUID
     meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
@@ -223,13 +228,42 @@ def instance_directory(project_id: int, study_uid: str, series_uid: str) -> Path
 
 
 def ingest_file(run: IngestRun, name: str, path: Path) -> dict:
-    """Take one file into the run's project; returns its report entry."""
+    """Take one file into the run's project; returns its report entry (with what de-identification
+    changed, where the project asks for it)."""
+    holder: dict = {}
+    try:
+        entry = _ingest_file(run, name, path, holder)
+    finally:
+        path.with_name(path.name + ".deid").unlink(missing_ok=True)
+    deid = holder.get("deid")
+    if deid is not None and entry["outcome"] != "rejected":
+        entry["deidentified"] = {
+            "changes": len(deid.changes),
+            "attributes": sorted({c["keyword"] or c["tag"] for c in deid.changes})[:300],
+            "flags": deid.flags,
+        }
+    return entry
+
+
+def _ingest_file(run: IngestRun, name: str, path: Path, holder: dict) -> dict:
     try:
         dataset = read_dataset(path)
     except IsIndex as exc:
         return {"file": name, "outcome": "index", "reason": str(exc)}
     except Rejected as exc:
         return {"file": name, "outcome": "rejected", "reason": str(exc)}
+    deid_settings = DeidSettings.objects.filter(project_id=run.project_id, enabled=True).first()
+    deid = None
+    if deid_settings is not None:
+        from imaging.services.deid import deidentify
+
+        try:
+            deid = holder["deid"] = deidentify(dataset, deid_settings)
+        except Exception as exc:  # noqa: BLE001 - an odd value must not store identifying data
+            return {"file": name, "outcome": "rejected", "reason": f"cannot be de-identified ({exc})"[:500]}
+        cleaned = path.with_name(path.name + ".deid")
+        _save_part10(dataset, cleaned, keep_meta=True)
+        path = cleaned
     sop_uid = str(dataset.SOPInstanceUID).strip()
     try:
         attributes = attributes_json(dataset)
@@ -309,6 +343,10 @@ def ingest_file(run: IngestRun, name: str, path: Path) -> dict:
             attributes=attributes,
             ingest=run,
         )
+        if deid is not None:
+            from imaging.services.deid import record_pseudonyms
+
+            record_pseudonyms(deid)
         if same_uid:
             Instance.objects.filter(pk__in=[i.pk for i in same_uid]).update(conflict=True)
             return {
