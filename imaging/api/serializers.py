@@ -38,7 +38,16 @@ class InstanceSerializer(serializers.ModelSerializer):
 class SeriesSerializer(serializers.ModelSerializer):
     class Meta:
         model = Series
-        fields = ["id", "series_uid", "modality", "number", "description", "body_part", "instance_count"]
+        fields = [
+            "id",
+            "series_uid",
+            "modality",
+            "number",
+            "description",
+            "body_part",
+            "instance_count",
+            "quality",
+        ]
         read_only_fields = fields
 
 

@@ -99,6 +99,7 @@ class Series(models.Model):
     body_part = models.CharField(max_length=64, blank=True)
     instance_count = models.PositiveIntegerField(default=0)
     attributes = models.JSONField(default=dict, blank=True, help_text="Series-level attributes, DICOM JSON.")
+    quality = models.JSONField(default=list, blank=True, help_text="Findings of the quality checks.")
 
     objects = SeriesQuerySet.as_manager()
 

@@ -26,6 +26,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from imaging.models import DeidSettings, IngestRun, IngestState, Instance, Patient, Series, Study
+from imaging.services.quality import check_study_series
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -491,3 +492,4 @@ def refresh_counts(project_id: int, study_uids: Iterable[str]) -> None:
             instance_count=sum(item.n for item in series),
             modalities=sorted({item.modality for item in series if item.modality}),
         )
+        check_study_series(study)

@@ -1,0 +1,122 @@
+"""Quality checks of a series, run after every ingest that touches it; shown on the study.
+
+- gaps in the instance numbers, and numbers used twice;
+- image sizes (rows × columns) or orientations (Image Orientation Patient) that differ within
+  the series;
+- files missing from the data directory, or of another size than stored;
+- the hierarchy: every instance names the study's patient, study and series UIDs.
+
+Each finding is {"check", "severity" (warning | error), "message"}.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from imaging.models import Series
+
+
+def _first(attributes: dict, tag: str):
+    value = (attributes.get(tag) or {}).get("Value") or []
+    return value[0] if value else None
+
+
+def _ranges(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:15]))
+    return shown + (f" … ({len(numbers)} in all)" if len(numbers) > 15 else "")
+
+
+def check_series(series: Series) -> list[dict]:
+    findings: list[dict] = []
+    instances = list(series.instances.all())
+    study = series.study
+    numbers = [i.number for i in instances if i.number is not None]
+    if numbers:
+        repeated = sorted(n for n, count in Counter(numbers).items() if count > 1)
+        if repeated:
+            findings.append(
+                {
+                    "check": "instance_numbers",
+                    "severity": "warning",
+                    "message": f"Instance numbers used more than once: {_ranges(repeated)}.",
+                }
+            )
+        present = set(numbers)
+        missing = [n for n in range(min(present), max(present) + 1) if n not in present]
+        if missing:
+            findings.append(
+                {
+                    "check": "instance_numbers",
+                    "severity": "warning",
+                    "message": f"Gaps in the instance numbers: {_ranges(missing)} missing.",
+                }
+            )
+    if len(numbers) < len(instances) and len(instances) > 1:
+        findings.append(
+            {
+                "check": "instance_numbers",
+                "severity": "warning",
+                "message": f"{len(instances) - len(numbers)} instance(s) without an instance number.",
+            }
+        )
+    sizes = {(i.rows, i.columns) for i in instances if i.rows and i.columns}
+    if len(sizes) > 1:
+        shown = ", ".join(f"{c}×{r}" for r, c in sorted(sizes))
+        findings.append(
+            {"check": "image_size", "severity": "warning", "message": f"Mixed image sizes: {shown}."}
+        )
+    orientations = set()
+    for instance in instances:
+        value = (instance.attributes.get("00200037") or {}).get("Value")
+        if value and len(value) == 6:
+            orientations.add(tuple(round(float(v), 3) for v in value))
+    if len(orientations) > 1:
+        findings.append(
+            {
+                "check": "orientation",
+                "severity": "warning",
+                "message": f"{len(orientations)} different image orientations in one series.",
+            }
+        )
+    lost = [i for i in instances if not i.full_path.is_file()]
+    changed = [i for i in instances if i.full_path.is_file() and i.full_path.stat().st_size != i.size]
+    if lost:
+        findings.append(
+            {
+                "check": "files",
+                "severity": "error",
+                "message": f"{len(lost)} file(s) missing from the data directory.",
+            }
+        )
+    if changed:
+        findings.append(
+            {
+                "check": "files",
+                "severity": "error",
+                "message": f"{len(changed)} file(s) changed size since they were stored (damaged?).",
+            }
+        )
+    wrong = [
+        i
+        for i in instances
+        if _first(i.attributes, "0020000D") not in (None, study.study_uid)
+        or _first(i.attributes, "0020000E") not in (None, series.series_uid)
+        or str(_first(i.attributes, "00100020") or "") != study.patient.patient_id
+    ]
+    if wrong:
+        findings.append(
+            {
+                "check": "hierarchy",
+                "severity": "error",
+                "message": f"{len(wrong)} instance(s) name another patient, study or series than they "
+                "are filed under.",
+            }
+        )
+    return findings
+
+
+def check_study_series(study) -> None:
+    for series in study.series.select_related("study__patient").prefetch_related("instances"):
+        findings = check_series(series)
+        if findings != series.quality:
+            Series.objects.filter(pk=series.pk).update(quality=findings)
