@@ -15,22 +15,14 @@ from django.shortcuts import render
 from django.urls import path
 from django.views import View
 
-from metadata.models import Entity, Membership, Project, ProjectRole
-from metadata.querysets import has_project_role
+from metadata.models import Entity, ProjectRole
+from metadata.querysets import has_project_role, projects_of
+from metadata.services.entities import linkable_entities
 from pathology.models import Slide, SlideState
 from pathology.services import slides as slide_service
 from pathology.services.facts import slide_facts
 
 PAGE_SIZE = 50
-
-
-def member_projects(user, roles=None):
-    if user.is_staff:
-        return Project.objects.order_by("name")
-    memberships = Membership.objects.filter(user=user)
-    if roles:
-        memberships = memberships.filter(role__in=roles)
-    return Project.objects.filter(pk__in=memberships.values("project_id")).order_by("name")
 
 
 class SlideListView(LoginRequiredMixin, View):
@@ -65,8 +57,8 @@ class SlideListView(LoginRequiredMixin, View):
             {
                 "page": page,
                 "rows": [{"slide": s, "facts": facts.get(s.pk, {})} for s in page.object_list],
-                "projects": member_projects(request.user),
-                "can_add": member_projects(request.user, [ProjectRole.WRITER, ProjectRole.ADMIN]).exists(),
+                "projects": projects_of(request.user),
+                "can_add": projects_of(request.user, [ProjectRole.WRITER, ProjectRole.ADMIN]).exists(),
                 "states": SlideState.choices,
                 "stains": stains,
                 "filters": {
@@ -82,7 +74,7 @@ class SlideListView(LoginRequiredMixin, View):
 
 class SlideAddView(LoginRequiredMixin, View):
     def get(self, request):
-        projects = member_projects(request.user, [ProjectRole.WRITER, ProjectRole.ADMIN])
+        projects = projects_of(request.user, [ProjectRole.WRITER, ProjectRole.ADMIN])
         selected = request.GET.get("project", "")
         return render(
             request,
@@ -144,13 +136,7 @@ class SlideDetailView(LoginRequiredMixin, View):
         previous, following, case = case_neighbours(slide, request.user)
         pyramid = slide.pyramid
         can_write = has_project_role(request.user, slide.project, "writer")
-        samples = (
-            Entity.objects.filter(project=slide.project)
-            .select_related("kind")
-            .order_by("kind__position", "mnemonic")[:2000]
-            if can_write
-            else []
-        )
+        samples = linkable_entities(slide.project) if can_write else []
         config = {
             "slide": slide.pk,
             "state": slide.state,

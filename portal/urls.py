@@ -32,6 +32,7 @@ urlpatterns = [
     path("", include("metadata.web.urls", namespace="metadata")),
     path("", include("storage.web.urls", namespace="storage")),
     path("", include("pathology.web", namespace="pathology")),
+    path("", include("imaging.web", namespace="imaging")),
     path("", include("storage.web.link_urls", namespace="storage-links")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

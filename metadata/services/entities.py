@@ -63,3 +63,9 @@ def _announce(kind: EntityKind, created: list[Entity], user) -> None:
             "author": getattr(user, "username", None),
         },
     )
+
+
+def linkable_entities(project, limit: int = 2000) -> list[Entity]:
+    """A project's rows to choose from when linking a slide or study to one, in sheet order."""
+    found = Entity.objects.filter(project=project).select_related("kind")
+    return list(found.order_by("kind__position", "mnemonic")[:limit])

@@ -335,6 +335,9 @@ IMAGING_DICOM_HOST = env.str("PORTAL_DICOM_HOST", default="0.0.0.0")  # noqa: S1
 IMAGING_DICOM_PORT = env.int("PORTAL_DICOM_PORT", default=11112)
 IMAGING_AE_TITLE = env.str("PORTAL_DICOM_AE_TITLE", default="PORTAL")
 IMAGING_AE_ROUTES = env.str("PORTAL_DICOM_AE_ROUTES", default="")
+# An OHIF viewer configured against /dicomweb/ (deploy/ohif/): study pages link to it, "{study}"
+# standing for the Study Instance UID.
+IMAGING_OHIF_URL = env.str("PORTAL_OHIF_URL", default="")
 
 # --- logging ------------------------------------------------------------------------------------
 LOGGING = {
