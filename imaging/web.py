@@ -210,3 +210,128 @@ urlpatterns = [
     path("studies/<int:pk>/download/", DownloadView.as_view(), name="study-download"),
     path("studies/<int:pk>/series/<int:series>/download/", DownloadView.as_view(), name="series-download"),
 ]
+
+
+def stack_order(instances: list[Instance]) -> list[Instance]:
+    """Slices in the order of their position along the image normal (from Image Position and
+    Orientation Patient), else by instance number; never by file name."""
+    import math
+
+    def position(instance: Instance):
+        attributes = instance.attributes
+        origin = (attributes.get("00200032") or {}).get("Value")
+        orientation = (attributes.get("00200037") or {}).get("Value")
+        if not origin or not orientation or len(origin) != 3 or len(orientation) != 6:
+            return None
+        row, column = orientation[:3], orientation[3:]
+        normal = (
+            row[1] * column[2] - row[2] * column[1],
+            row[2] * column[0] - row[0] * column[2],
+            row[0] * column[1] - row[1] * column[0],
+        )
+        value = sum(float(o) * n for o, n in zip(origin, normal, strict=True))
+        return value if math.isfinite(value) else None
+
+    positions = {i.pk: position(i) for i in instances}
+    if all(p is not None for p in positions.values()) and len(set(positions.values())) == len(instances):
+        return sorted(instances, key=lambda i: (positions[i.pk], i.pk))
+    return sorted(instances, key=lambda i: (i.number is None, i.number or 0, i.pk))
+
+
+WINDOW_PRESETS = [
+    ("auto", "Automatic (file or histogram)", ""),
+    ("soft", "Soft tissue 40 / 400", "40,400"),
+    ("lung", "Lung −600 / 1500", "-600,1500"),
+    ("bone", "Bone 300 / 1500", "300,1500"),
+    ("brain", "Brain 40 / 80", "40,80"),
+    ("liver", "Liver 60 / 160", "60,160"),
+]
+
+
+class ViewerView(LoginRequiredMixin, View):
+    """The built-in viewer: a series as a stack (scroll, window/level, zoom, pan, cine for
+    multi-frame images), the study's series as thumbnails, and a tag browser."""
+
+    def get(self, request, pk: int):
+        study = get_study(request.user, pk)
+        series = list(study.series.order_by("number", "pk"))
+        if not series:
+            raise Http404("This study has no series.")
+        chosen = next((s for s in series if s.series_uid == request.GET.get("series")), series[0])
+        instances = stack_order(list(chosen.instances.all()))
+        config = {
+            "base": f"/dicomweb/studies/{study.study_uid}/series/{chosen.series_uid}",
+            "tags": f"/studies/{study.pk}/instances/",
+            "instances": [
+                {
+                    "id": i.pk,
+                    "sop": i.sop_instance_uid,
+                    "number": i.number,
+                    "frames": i.frames,
+                    "colour": ((i.attributes.get("00280002") or {}).get("Value") or [1])[0] == 3,
+                }
+                for i in instances
+            ],
+            "presets": {key: value for key, _, value in WINDOW_PRESETS},
+        }
+        return render(
+            request,
+            "imaging/viewer.html",
+            {
+                "study": study,
+                "series": series,
+                "chosen": chosen,
+                "config": config,
+                "presets": WINDOW_PRESETS,
+            },
+        )
+
+
+class InstanceTagsView(LoginRequiredMixin, View):
+    """Every attribute of an instance as [tag, keyword, VR, value] rows (the tag browser)."""
+
+    def get(self, request, pk: int, instance: int):
+        import pydicom
+        from django.http import JsonResponse
+
+        study = get_study(request.user, pk)
+        found = Instance.objects.filter(series__study=study, pk=instance).first()
+        if found is None:
+            raise Http404("No such instance.")
+        rows = []
+
+        def walk(dataset, depth: int) -> None:
+            for element in dataset:
+                if element.VR == "SQ":
+                    rows.append(
+                        [
+                            f"{int(element.tag):08X}",
+                            "  " * depth + (element.keyword or "(private)"),
+                            "SQ",
+                            f"{len(element.value)} item(s)",
+                        ]
+                    )
+                    for item in element.value:
+                        walk(item, depth + 1)
+                    continue
+                if element.tag == 0x7FE00010 or element.VR in ("OB", "OW", "OF", "OD", "UN"):
+                    value = f"({len(element.value or b''):,} bytes)"
+                else:
+                    value = str(element.value)[:500]
+                rows.append(
+                    [
+                        f"{int(element.tag):08X}",
+                        "  " * depth + (element.keyword or "(private)"),
+                        element.VR,
+                        value,
+                    ]
+                )
+
+        walk(pydicom.dcmread(found.full_path), 0)
+        return JsonResponse({"instance": found.sop_instance_uid, "rows": rows})
+
+
+urlpatterns += [
+    path("studies/<int:pk>/view/", ViewerView.as_view(), name="viewer"),
+    path("studies/<int:pk>/instances/<int:instance>/tags/", InstanceTagsView.as_view(), name="instance-tags"),
+]

@@ -68,3 +68,32 @@ def test_the_add_page(web, project):
     html = web("writer").get("/studies/add/").content.decode()
     assert "Send and index" in html and project.name in html and "PROJECT&lt;id&gt;" in html
     assert "writer or admin" in web("reader").get("/studies/add/").content.decode()
+
+
+def test_the_stack_follows_the_slice_positions_not_the_files(project, people, data_dir, tmp_path, web):
+    from imaging.web import stack_order
+
+    base = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    items = []
+    # instance numbers in one order, positions along the normal in another
+    for position, (number, z) in enumerate([(1, 30.0), (2, 10.0), (3, 20.0)]):
+        copy = pydicom.dcmread(dicom_file("CT_small.dcm"))
+        copy.SOPInstanceUID = f"{base.SOPInstanceUID}.{position + 1}"
+        copy.InstanceNumber = number
+        copy.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        copy.ImagePositionPatient = [0, 0, z]
+        path = tmp_path / f"z{position}.dcm"
+        copy.save_as(path)
+        items.append((path.name, path))
+    run = IngestRun.objects.create(project=project, source="upload", created_by=people["writer"])
+    run_ingest(run, items)
+    study = Study.objects.get(study_uid=base.StudyInstanceUID)
+    ordered = stack_order(list(study.series.get().instances.all()))
+    assert [i.number for i in ordered] == [2, 3, 1]
+    html = web("reader").get(f"/studies/{study.pk}/view/").content.decode()
+    assert "viewer-config" in html and "Tags" in html
+    tags = web("reader").get(f"/studies/{study.pk}/instances/{ordered[0].pk}/tags/").json()
+    assert ["00100020", "PatientID", "LO", str(base.PatientID)] in tags["rows"]
+    assert any(row[1] == "PixelData" and "bytes" in row[3] for row in tags["rows"])
+    assert web("stranger").get(f"/studies/{study.pk}/view/").status_code == 404
+    assert web("stranger").get(f"/studies/{study.pk}/instances/{ordered[0].pk}/tags/").status_code == 404
