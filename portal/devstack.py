@@ -84,6 +84,11 @@ def run() -> int:
                     "--beat", "--schedule", str(Path(state) / "celerybeat-schedule")),
             cwd=REPO_ROOT, start_new_session=True,
         ))
+        # DICOM from scanners: the receiver on PORTAL_DICOM_PORT (11112), called as PROJECT<id>.
+        processes.append(subprocess.Popen(
+            _python("manage.py", "dicom_receiver", "--port", os.environ.get("PORTAL_DICOM_PORT", "11112")),
+            cwd=REPO_ROOT, start_new_session=True,
+        ))
         processes.append(subprocess.Popen(
             _python("-m", "uvicorn", "portal.asgi:application", "--host", host, "--port", port,
                     "--lifespan", "off"),
@@ -96,6 +101,8 @@ def run() -> int:
         print(
             f"\n  Portal running at {url}\n"
             + "".join(f"  Sign in as {u} / {p}  ({role})\n" for u, p, role in DEMO_USERS)
+            + f"  DICOM receiver on port {os.environ.get('PORTAL_DICOM_PORT', '11112')}"
+            + " (call it as PROJECT<id>)\n"
             + "  Press Ctrl-C to stop everything.\n",
             flush=True,
         )

@@ -68,8 +68,9 @@ def test_run_command_starts_everything_and_ctrl_c_stops_it(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "PORTAL_TEST_DATABASE_NAME",
                         "PORTAL_DATA_DIR")}
+    dicom_port = free_port()
     env.update({"PORTAL_STATE_DIR": str(state), "PORTAL_PORT": str(port), "PORTAL_WORKER_CONCURRENCY": "1",
-                "PYTHONUNBUFFERED": "1"})
+                "PYTHONUNBUFFERED": "1", "PORTAL_DICOM_PORT": str(dicom_port)})
     # Its own session, so that a signal to its process group is exactly what Ctrl-C in a terminal does.
     proc = subprocess.Popen([sys.executable, "-m", "portal.devstack", "run"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -97,6 +98,16 @@ def test_run_command_starts_everything_and_ctrl_c_stops_it(tmp_path):
         assert len([p for p in (state / "data").rglob("*") if p.is_file()]) >= 24, "demo data missing"
 
         assert list(state.glob("celerybeat-schedule*")), "beat is not running"
+        # the DICOM receiver answers C-ECHO
+        from pynetdicom import AE
+        from pynetdicom.sop_class import Verification
+
+        echo = AE(ae_title="DEVTEST")
+        echo.add_requested_context(Verification)
+        association = echo.associate("127.0.0.1", dicom_port, ae_title="PORTAL")
+        assert association.is_established, "the DICOM receiver is not running"
+        assert association.send_c_echo().Status == 0
+        association.release()
         started = processes_using(state)
         kinds = " ".join(started.values())
         for expected in ("postgres", "redis", "celery", "uvicorn"):
