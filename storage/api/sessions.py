@@ -19,7 +19,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from portal.api.base import PortalViewSetMixin
-from storage.api.views import BYTE_RENDERERS, HASH_HEADER, RawChunkParser, StorageErrorsMixin
+from storage.api.views import BYTE_RENDERERS, HASH_HEADER, RawChunkParser, StorageErrorsMixin, read_chunk_body
 from storage.models import UploadChunk, UploadSession, UploadState
 from storage.services import sessions
 
@@ -149,12 +149,7 @@ class UploadSessionViewSet(
     )
     def put_chunk(self, request, pk=None, index=None):
         session = self.get_object()
-        limit = session.chunk_size
-        data = request._request.read(limit + 1)
-        if len(data) > limit:
-            raise sessions.StorageError(
-                f"A chunk of this upload is at most {limit:,} bytes.", code="too_large", status=413
-            )
+        data = read_chunk_body(request, session.chunk_size, "upload")
         chunk = sessions.put_chunk(session, int(index), data, request.headers.get(HASH_HEADER, ""))
         return Response(UploadChunkSerializer(chunk).data)
 

@@ -176,6 +176,19 @@ class BinaryRenderer(BaseRenderer):
 BYTE_RENDERERS = [JSONRenderer, BinaryRenderer]
 
 
+def read_chunk_body(request, limit: int, what: str) -> bytes:
+    """A chunk PUT's raw body, refused with 413 when it is larger than the upload's chunks."""
+    message = f"A chunk of this {what} is at most {limit:,} bytes."
+    too_large = StorageError(message, code="too_large", status=413)
+    length = request.META.get("CONTENT_LENGTH") or ""
+    if length.isascii() and length.isdigit() and int(length) > limit:
+        raise too_large
+    data = request._request.read(limit + 1)
+    if len(data) > limit:
+        raise too_large
+    return data
+
+
 class RawChunkParser(BaseParser):
     """Chunk bodies are raw bytes; they are read by the view itself, never parsed."""
 
@@ -349,17 +362,7 @@ class DatasetViewSet(
         if dataset is None:
             dataset = self.get_object()
             access.require_grant(request.user, dataset, GrantLevel.WRITE)
-        limit = dataset.chunk_size
-        length = request.META.get("CONTENT_LENGTH") or ""
-        if length.isascii() and length.isdigit() and int(length) > limit:
-            raise StorageError(
-                f"A chunk of this dataset is at most {limit:,} bytes.", code="too_large", status=413
-            )
-        data = request._request.read(limit + 1)
-        if len(data) > limit:
-            raise StorageError(
-                f"A chunk of this dataset is at most {limit:,} bytes.", code="too_large", status=413
-            )
+        data = read_chunk_body(request, dataset.chunk_size, "dataset")
         if not index.isascii() or not index.isdigit():
             raise StorageError("The chunk index is a number.", code="invalid_index")
         chunk = uploads.put_chunk(

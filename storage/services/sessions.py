@@ -23,6 +23,7 @@ from django.utils import timezone
 from portal.services.audit import record_audit_event
 from storage.models import UploadChunk, UploadSession, UploadState
 from storage.services.errors import ConflictError, StorageError
+from storage.services.uploads import check_hash, verify_chunk
 
 MIN_CHUNK = 64 * 1024
 _purposes: dict[str, str] = {}
@@ -35,16 +36,6 @@ def register_upload_purpose(name: str, label: str) -> None:
 
 def upload_purposes() -> dict[str, str]:
     return dict(_purposes)
-
-
-def _check_sha(value, what: str) -> str:
-    if (
-        not isinstance(value, str)
-        or len(value) != 64
-        or any(c not in "0123456789abcdef" for c in value.lower())
-    ):
-        raise StorageError(f"The {what} is 64 hexadecimal digits (SHA-256).", code="invalid_hash")
-    return value.lower()
 
 
 def start_session(
@@ -80,7 +71,7 @@ def start_session(
             f"The chunk size is from {MIN_CHUNK:,} to {settings.STORAGE_MAX_CHUNK_SIZE:,} bytes.",
             code="invalid_chunk_size",
         )
-    expected = _check_sha(sha256, "file's SHA-256") if sha256 else ""
+    expected = check_hash(sha256, "file's SHA-256") if sha256 else ""
     session = UploadSession.objects.create(
         owner=owner,
         purpose=purpose,
@@ -106,19 +97,7 @@ def put_chunk(session: UploadSession, index, data: bytes, sha256) -> UploadChunk
     _require_receiving(session)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < session.chunk_count:
         raise StorageError(f"The chunk index is from 0 to {session.chunk_count - 1}.", code="invalid_index")
-    expected = _check_sha(sha256, "chunk's SHA-256")
-    if len(data) != session.chunk_length(index):
-        raise StorageError(
-            f"Chunk {index} must be {session.chunk_length(index):,} bytes, not {len(data):,}; "
-            "nothing was stored.",
-            code="wrong_size",
-        )
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != expected:
-        raise StorageError(
-            f"Chunk {index} does not match its SHA-256 (it was damaged on the way); nothing was stored.",
-            code="hash_mismatch",
-        )
+    digest = verify_chunk(index, data, sha256, session.chunk_length(index)).hex()
     with transaction.atomic():
         with connection.cursor() as cursor:  # finishing (FOR UPDATE) waits for chunks in flight
             cursor.execute("SELECT state FROM storage_uploadsession WHERE id = %s FOR SHARE", [session.pk])

@@ -47,6 +47,24 @@ def check_hash(text, what: str) -> str:
     return text.strip().lower()
 
 
+def verify_chunk(index: int, data: bytes, sha256, length: int) -> bytes:
+    """A chunk's SHA-256 digest, once its size and the hash the client sent are right (the
+    checks every chunked upload makes, encrypted datasets and plain sessions alike)."""
+    expected = check_hash(sha256, "chunk's SHA-256")
+    if len(data) != length:
+        raise StorageError(
+            f"Chunk {index} must be {length:,} bytes, not {len(data):,}; nothing was stored.",
+            code="wrong_size",
+        )
+    digest = hashlib.sha256(data).digest()
+    if digest.hex() != expected:
+        raise StorageError(
+            f"Chunk {index} does not match its SHA-256 (it was damaged on the way); nothing was stored.",
+            code="hash_mismatch",
+        )
+    return digest
+
+
 def duplicates_of(user, first_chunk_sha256: str) -> list[Dataset]:
     """Available datasets `user` may read whose first chunk has this SHA-256."""
     if not first_chunk_sha256:
@@ -164,19 +182,7 @@ def put_chunk(dataset: Dataset, index, data: bytes, sha256, *, key: bytes | None
         raise StorageError(
             f"The chunk index is between 0 and {dataset.chunk_count - 1}.", code="invalid_index"
         )
-    expected = check_hash(sha256, "chunk's SHA-256")
-    if len(data) != dataset.chunk_length(index):
-        raise StorageError(
-            f"Chunk {index} must be {dataset.chunk_length(index):,} bytes, not {len(data):,}; "
-            "nothing was stored.",
-            code="wrong_size",
-        )
-    digest = hashlib.sha256(data).digest()
-    if digest.hex() != expected:
-        raise StorageError(
-            f"Chunk {index} does not match its SHA-256 (it was damaged on the way); nothing was stored.",
-            code="hash_mismatch",
-        )
+    digest = verify_chunk(index, data, sha256, dataset.chunk_length(index))
     data_key = upload_key(dataset, key)
     nonce, ciphertext = crypto.encrypt_chunk(data_key, dataset.mnemonic, index, data)
     with transaction.atomic():
