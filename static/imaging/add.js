@@ -1,30 +1,11 @@
 // Adding DICOM: every chosen file goes in chunks (POST /api/v1/uploads/, purpose "dicom"); then
 // one ingest run reads them all (POST /api/v1/imaging/ingests/) and its report is shown.
 
+import { call } from "../storage/api.js";
+import { sha256, toHex } from "../storage/crypto.js";
+
 const $ = (id) => document.getElementById(id);
 const CHUNK = 8 * 1024 * 1024;
-const csrf = () => (document.cookie.match(/(?:^|; )csrftoken=([^;]+)/) || [])[1] || "";
-
-async function call(method, path, { json, body, headers = {} } = {}) {
-  const options = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin" };
-  if (method !== "GET") options.headers["X-CSRFToken"] = csrf();
-  if (json !== undefined) {
-    options.headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(json);
-  } else if (body !== undefined) options.body = body;
-  const response = await fetch(path, options);
-  const data = response.status === 204 ? null : await response.json().catch(() => null);
-  if (!response.ok) {
-    const errors = data && data.errors ? Object.values(data.errors).flat().join(" ") : "";
-    throw new Error(errors || (data && data.detail) || `The portal answered ${response.status}.`);
-  }
-  return data;
-}
-
-async function sha256Hex(bytes) {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 async function send(file, say) {
   const session = await call("POST", "/api/v1/uploads/", {
@@ -33,7 +14,7 @@ async function send(file, say) {
   for (let index = 0; index < session.chunk_count; index++) {
     const bytes = new Uint8Array(await file.slice(index * CHUNK, (index + 1) * CHUNK).arrayBuffer());
     await call("PUT", `/api/v1/uploads/${session.id}/chunks/${index}/`, {
-      body: bytes, headers: { "Content-Type": "application/octet-stream", "X-Content-SHA256": await sha256Hex(bytes) },
+      body: bytes, headers: { "Content-Type": "application/octet-stream", "X-Content-SHA256": toHex(await sha256(bytes)) },
     });
     say(`Sending ${file.name}: ${Math.floor(((index + 1) / session.chunk_count) * 100)} %`);
   }

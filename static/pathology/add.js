@@ -1,6 +1,8 @@
 // Adding slides: each dropped file is sent with a progress bar, then its conversion is followed
 // live until the slide is ready (with a link to the viewer) or failed (with the reason).
 
+import { dataKeyOf } from "../storage/api.js";
+import { sha256, toHex } from "../storage/crypto.js";
 import { STATE_LABELS, call, slideWatcher } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -72,10 +74,6 @@ const watcher = slideWatcher(
 const CHUNK = 8 * 1024 * 1024;
 const PARALLEL = 3;
 
-async function sha256Hex(bytes) {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 async function chunkOf(file, session, index) {
   const start = index * session.chunk_size;
@@ -104,7 +102,7 @@ async function sendChunks(file, session, stored, ui) {
     while (next < session.chunk_count) {
       const index = next++;
       const bytes = await chunkOf(file, session, index);
-      const digest = await sha256Hex(bytes);
+      const digest = toHex(await sha256(bytes));
       if (stored.get(index) !== digest) {
         for (let attempt = 0; ; attempt++) {
           try {
@@ -197,7 +195,6 @@ $("dataset-form")?.addEventListener("submit", async (event) => {
   if (!mnemonic) return;
   status.textContent = "Opening the dataset's key with your key…";
   try {
-    const { dataKeyOf } = await import(JSON.parse($("storage-api-url").textContent));
     const user = JSON.parse($("slide-user").textContent);
     const key = await dataKeyOf(user, mnemonic);
     const slide = await call("POST", "/api/v1/slides/", {

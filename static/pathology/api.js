@@ -1,50 +1,9 @@
-// Calls to the portal API with the page's session, and the jobs websocket for slide progress.
+// The jobs websocket for slide progress, and the API calls of the slide pages.
 
-const csrf = () => (document.cookie.match(/(?:^|; )csrftoken=([^;]+)/) || [])[1] || "";
+// The storage app's API helper: session, CSRF token, the API's own error messages.
+import { call } from "../storage/api.js";
 
-export class ApiError extends Error {
-  constructor(message, status, body) {
-    super(message);
-    this.status = status;
-    this.body = body;
-  }
-}
-
-function messageOf(status, body) {
-  if (body && body.errors && Object.keys(body.errors).length) {
-    return Object.entries(body.errors)
-      .map(([field, messages]) => (field === "non_field_errors" ? "" : `${field}: `) + [].concat(messages).join(" "))
-      .join(" ");
-  }
-  if (body && body.detail) return body.detail;
-  if (status === 0) return "The portal cannot be reached. Check your connection and try again.";
-  return `The portal answered with an error (${status}).`;
-}
-
-export async function call(method, path, { json, body, headers = {} } = {}) {
-  const options = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin" };
-  if (method !== "GET") options.headers["X-CSRFToken"] = csrf();
-  if (json !== undefined) {
-    options.headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(json);
-  } else if (body !== undefined) {
-    options.body = body;
-  }
-  let response;
-  try {
-    response = await fetch(path, options);
-  } catch (error) {
-    throw new ApiError(messageOf(0), 0, null);
-  }
-  let data = null;
-  try {
-    data = response.status === 204 ? null : await response.json();
-  } catch (error) {
-    /* not JSON */
-  }
-  if (!response.ok) throw new ApiError(messageOf(response.status, data), response.status, data);
-  return data;
-}
+export { call };
 
 /**
  * Follow conversion jobs of slides: `watch(slideId)` subscribes on the jobs websocket; `onJob(slideId, job)`
