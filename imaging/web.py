@@ -22,6 +22,7 @@ from django.urls import path
 from django.views import View
 
 from imaging.models import IngestRun, Instance, Series, Study
+from imaging.services.quality import numbers_of
 from metadata.models import Entity, ProjectRole
 from metadata.querysets import has_project_role, projects_of
 from metadata.services.entities import linkable_entities
@@ -88,10 +89,9 @@ class StudyDetailView(LoginRequiredMixin, View):
     def get(self, request, pk: int):
         study = get_study(request.user, pk)
         series = list(study.series.order_by("number", "pk"))
-        instance_ids = set(Instance.objects.filter(series__study=study).values_list("pk", flat=True))
-        ingests = IngestRun.objects.filter(
-            pk__in=Instance.objects.filter(series__study=study).values("ingest_id")
-        ).order_by("-pk")[:20]
+        stored = dict(Instance.objects.filter(series__study=study).values_list("pk", "ingest_id"))
+        instance_ids = set(stored)
+        ingests = IngestRun.objects.filter(pk__in={i for i in stored.values() if i}).order_by("-pk")[:20]
         runs = [
             {"run": run, "entries": [e for e in run.report if e.get("instance") in instance_ids]}
             for run in ingests
@@ -215,13 +215,11 @@ urlpatterns = [
 def stack_order(instances: list[Instance]) -> list[Instance]:
     """Slices in the order of their position along the image normal (from Image Position and
     Orientation Patient), else by instance number; never by file name."""
-    import math
 
     def position(instance: Instance):
-        attributes = instance.attributes
-        origin = (attributes.get("00200032") or {}).get("Value")
-        orientation = (attributes.get("00200037") or {}).get("Value")
-        if not origin or not orientation or len(origin) != 3 or len(orientation) != 6:
+        origin = numbers_of(instance.attributes, "00200032", 3)
+        orientation = numbers_of(instance.attributes, "00200037", 6)
+        if not origin or not orientation:
             return None
         row, column = orientation[:3], orientation[3:]
         normal = (
@@ -229,8 +227,7 @@ def stack_order(instances: list[Instance]) -> list[Instance]:
             row[2] * column[0] - row[0] * column[2],
             row[0] * column[1] - row[1] * column[0],
         )
-        value = sum(float(o) * n for o, n in zip(origin, normal, strict=True))
-        return value if math.isfinite(value) else None
+        return sum(o * n for o, n in zip(origin, normal, strict=True))
 
     positions = {i.pk: position(i) for i in instances}
     if all(p is not None for p in positions.values()) and len(set(positions.values())) == len(instances):

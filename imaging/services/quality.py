@@ -11,6 +11,7 @@ Each finding is {"check", "severity" (warning | error), "message"}.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from imaging.models import Series
@@ -19,6 +20,19 @@ from imaging.models import Series
 def _first(attributes: dict, tag: str):
     value = (attributes.get(tag) or {}).get("Value") or []
     return value[0] if value else None
+
+
+def numbers_of(attributes: dict, tag: str, count: int) -> list[float] | None:
+    """The `count` numbers of a multi-valued attribute (e.g. Image Orientation Patient), or None
+    when it is missing or not numbers (a file's odd values must not break a page)."""
+    value = (attributes.get(tag) or {}).get("Value")
+    if not isinstance(value, list) or len(value) != count:
+        return None
+    try:
+        found = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return found if all(math.isfinite(v) for v in found) else None
 
 
 def _ranges(numbers: list[int]) -> str:
@@ -67,9 +81,9 @@ def check_series(series: Series) -> list[dict]:
         )
     orientations = set()
     for instance in instances:
-        value = (instance.attributes.get("00200037") or {}).get("Value")
-        if value and len(value) == 6:
-            orientations.add(tuple(round(float(v), 3) for v in value))
+        value = numbers_of(instance.attributes, "00200037", 6)
+        if value:
+            orientations.add(tuple(round(v, 3) for v in value))
     if len(orientations) > 1:
         findings.append(
             {

@@ -68,3 +68,20 @@ def test_findings(project, people, data_dir, tmp_path):
     Instance.objects.filter(pk=first.pk).update(attributes={"0020000D": {"vr": "UI", "Value": ["1.2.3"]}})
     findings = check_series(Series.objects.select_related("study__patient").get(pk=series.pk))
     assert any(f["check"] == "hierarchy" for f in findings)
+
+
+def test_odd_values_do_not_break_the_checks_or_the_stack(project, people, data_dir, tmp_path):
+    from imaging.web import stack_order
+
+    ingest(project, people, series_files(tmp_path, [1, 2]))
+    first, second = Instance.objects.order_by("pk")
+    Instance.objects.filter(pk=first.pk).update(
+        attributes={
+            **first.attributes,
+            "00200037": {"vr": "DS", "Value": [1, None, 0, 0, 1, 0]},
+            "00200032": {"vr": "DS", "Value": ["x", 0, 0]},
+        }
+    )
+    series = Series.objects.select_related("study__patient").get()
+    assert not any(f["check"] == "orientation" for f in check_series(series))
+    assert [i.number for i in stack_order(list(series.instances.all()))] == [1, 2]

@@ -54,15 +54,16 @@ def test_a_tiff_claiming_absurd_dimensions_is_refused_before_anything_reads_it(t
         open_slide_source(absurd_tiff(tmp_path / "absurd.tif"))
 
 
-def test_a_plain_tiff_that_is_not_a_slide_is_described(tmp_path):
+def test_a_plain_tiff_is_read_through_large_image_and_a_broken_one_is_described(tmp_path):
     path = tmp_path / "scan.tif"
     tifffile.imwrite(path, np.zeros((40, 30), np.uint8))  # strips, greyscale, no pyramid
-    try:
-        source = open_slide_source(path)  # large-image may take it as an image: then it converts
-    except SourceError as exc:
-        assert "a TIFF file" in str(exc) and "30 × 40 pixels" in str(exc)
-    else:
-        source.close()
+    source = open_slide_source(path)  # not OpenSlide's (not tiled), but large-image reads it
+    assert source.reader.startswith("large-image") and (source.width, source.height) == (30, 40)
+    source.close()
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00" + b"\xff" * 60)  # a TIFF header pointing nowhere
+    with pytest.raises(SourceError, match="Not a slide format the portal reads: found a TIFF file"):
+        open_slide_source(broken)
 
 
 def test_a_truncated_slide_fails_with_a_clear_message(slide_files, tmp_path):
