@@ -10,12 +10,13 @@ found in it. No Django here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from portal.services.files import is_tiff
 
 MAX_SIDE = 1_000_000  # pixels; the largest scanners write about 200,000
 
@@ -199,33 +200,15 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def describe_file(path: Path) -> str:
-    """What a file that is not a readable slide seems to be, in words."""
-    size = path.stat().st_size
-    if size == 0:
-        return "an empty file (0 bytes)"
+    """What a file that is not a readable slide seems to be, in words (a TIFF in detail)."""
+    from portal.services.files import describe_file as describe
+    from portal.services.files import is_tiff
+
     with open(path, "rb") as handle:
-        head = handle.read(4096)
-    kinds: list[tuple[Callable[[bytes], bool], str]] = [
-        (lambda h: h.startswith(b"\x89PNG"), "a PNG image"),
-        (lambda h: h.startswith(b"\xff\xd8\xff"), "a JPEG image"),
-        (lambda h: h.startswith(b"%PDF"), "a PDF document"),
-        (lambda h: h.startswith(b"PK\x03\x04"), "a ZIP archive"),
-        (lambda h: h.startswith(b"\x1f\x8b"), "a gzip-compressed file"),
-        (lambda h: h.startswith(b"BM"), "a BMP image"),
-        (lambda h: h.startswith(b"GIF8"), "a GIF image"),
-        (lambda h: len(h) > 132 and h[128:132] == b"DICM", "a DICOM file without a whole-slide image"),
-        (lambda h: h.startswith(b"SQLite format 3"), "an SQLite database"),
-    ]
-    for test, words in kinds:
-        if test(head):
-            return f"{words} ({size:,} bytes)"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return _describe_tiff(path, size)
-    try:
-        head.decode("utf-8")
-        return f"a text file ({size:,} bytes)"
-    except UnicodeDecodeError:
-        return f"unrecognised data ({size:,} bytes, starting {head[:8].hex(' ')})"
+        head = handle.read(8)
+    if is_tiff(head):
+        return _describe_tiff(path, path.stat().st_size)
+    return describe(path).replace("a DICOM file", "a DICOM file without a whole-slide image")
 
 
 def _describe_tiff(path: Path, size: int) -> str:
@@ -249,7 +232,7 @@ def _check_tiff(path: Path, max_side: int) -> None:
     """For TIFF-based files, before any reader allocates for them: the sizes the headers claim,
     and whether the image data they point to lies inside the file (a cut-off upload does not)."""
     with open(path, "rb") as handle:
-        if handle.read(4) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        if not is_tiff(handle.read(4)):
             return
     import tifffile
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from imaging.models import DeidSettings, IngestRun, IngestState, Instance, Patient, Series, Study
 from imaging.services.quality import check_study_series
+from portal.services.files import describe_file
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -36,30 +37,6 @@ PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009", "54000100")  # pixel data (int
 MAX_ARCHIVE_MEMBERS = 100_000
 MAX_COMPRESSION_RATIO = 200  # an entry that unpacks to more than this many times its size is refused
 READ_BLOCK = 1024 * 1024
-
-
-def _describe(path: Path) -> str:
-    size = path.stat().st_size
-    if size == 0:
-        return "an empty file"
-    with open(path, "rb") as handle:
-        head = handle.read(512)
-    for magic, words in (
-        (b"\x89PNG", "a PNG image"),
-        (b"\xff\xd8\xff", "a JPEG image"),
-        (b"%PDF", "a PDF document"),
-        (b"PK\x03\x04", "a ZIP archive"),
-        (b"\x1f\x8b", "a gzip-compressed file"),
-        (b"II*\x00", "a TIFF image"),
-        (b"MM\x00*", "a TIFF image"),
-    ):
-        if head.startswith(magic):
-            return f"{words} ({size:,} bytes)"
-    try:
-        head.decode("utf-8")
-        return f"a text file ({size:,} bytes)"
-    except UnicodeDecodeError:
-        return f"unrecognised data ({size:,} bytes)"
 
 
 def file_sha256(path: Path) -> str:
@@ -118,7 +95,7 @@ def read_dataset(path: Path):
                 raise InvalidDicomError("no SOP UIDs")
             dataset.headerless = True
         except (InvalidDicomError, *errors):
-            raise Rejected(f"not DICOM: found {_describe(path)}") from None
+            raise Rejected(f"not DICOM: found {describe_file(path)}") from None
     except errors as exc:
         raise Rejected(f"unreadable or truncated DICOM ({type(exc).__name__}: {exc})"[:500]) from None
     _check_complete(dataset, path.stat().st_size)
