@@ -119,7 +119,8 @@ def test_the_readme_points_to_the_operator_page():
 
 def test_compose_stack_has_every_role():
     services = compose()["services"]
-    assert {"nginx", "web", "worker", "gpu-worker", "beat", "postgres", "redis", "migrate"} <= set(services)
+    roles = {"nginx", "web", "worker", "gpu-worker", "beat", "dicom", "postgres", "redis", "migrate", "ohif"}
+    assert roles <= set(services)
     for role in ("web", "worker", "gpu-worker", "beat", "migrate"):
         service = services[role]
         assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
@@ -133,6 +134,10 @@ def test_compose_stack_has_every_role():
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert set(compose()["volumes"]) == {"portal-data", "postgres-data", "redis-data"}
+    # OHIF is built from deploy/ohif/ and linked from the study pages (tests/test_ohif.py runs it).
+    assert services["ohif"]["build"] == {"context": "./ohif"}
+    assert services["web"]["environment"]["PORTAL_OHIF_URL"].endswith(
+        ":-/ohif/viewer?StudyInstanceUIDs={study}}")
     nginx_mounts = services["nginx"]["volumes"]
     assert "./nginx.conf:/etc/nginx/conf.d/default.conf:ro" in nginx_mounts
     for service in services.values():
@@ -153,6 +158,16 @@ def test_dockerfile_copies_what_exists_and_uses_the_entrypoint():
     assert {".venv", ".portal", ".git"} <= set(ignored)
     assert os.access(DEPLOY / "entrypoint.sh", os.X_OK)
     subprocess.run(["sh", "-n", str(DEPLOY / "entrypoint.sh")], check=True)
+
+
+def test_ohif_image_builds_from_what_exists():
+    dockerfile = (DEPLOY / "ohif" / "Dockerfile").read_text()
+    for source in re.findall(r"^COPY (?!--)(.+) \S+$", dockerfile, re.M):
+        for name in source.split():
+            assert (DEPLOY / "ohif" / name).exists(), name
+    assert re.search(r"^USER 101$", dockerfile, re.M), "the image must not run as root"
+    assert os.access(DEPLOY / "ohif" / "build.sh", os.X_OK)
+    subprocess.run(["sh", "-n", str(DEPLOY / "ohif" / "build.sh")], check=True)
 
 
 def test_entrypoint_refuses_unknown_roles():
@@ -198,11 +213,19 @@ def test_each_role_is_a_deployment_with_probes_and_the_data_volume():
     assert docs[("PersistentVolumeClaim", "portal-data")]["spec"]["accessModes"] == ["ReadWriteMany"]
     assert docs[("Job", "portal-migrate")]["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
     ingress = docs[("Ingress", "portal")]["spec"]
-    assert ingress["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "portal-web"
+    routes = {p["path"]: p["backend"]["service"] for p in ingress["rules"][0]["http"]["paths"]}
+    assert routes["/"]["name"] == "portal-web" and routes["/ohif"]["name"] == "portal-ohif"
+    ohif = docs[("Deployment", "portal-ohif")]["spec"]["template"]["spec"]["containers"][0]
+    assert ohif["image"] == "research-portal-ohif" and ohif["ports"][0]["containerPort"] == 8080
+    assert docs[("Service", "portal-ohif")]["spec"]["ports"][0]["port"] == 8080
+    assert docs[("ConfigMap", "portal-config")]["data"]["PORTAL_OHIF_URL"].startswith("/ohif/viewer?")
     for (kind, name), doc in docs.items():
         if kind in ("Deployment", "Job"):
             pod = doc["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True, name
+            if name == "portal-ohif":  # static files only: no portal settings or secrets
+                assert all("envFrom" not in c for c in pod["containers"])
+                continue
             for container in pod["containers"]:
                 refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
                 assert refs == {"portal-config", "portal-secrets"}, name
@@ -238,11 +261,14 @@ def self_signed_certificate(directory: Path) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
-def nginx_config(tmp: Path, web_port: int, http_port: int, https_port: int) -> Path:
-    """deploy/nginx.conf with the container addresses replaced by this machine's."""
+def nginx_config(tmp: Path, web_port: int, http_port: int, https_port: int, ohif_port: int = 0,
+                 extra_sites: tuple[Path, ...] = ()) -> Path:
+    """deploy/nginx.conf with the container addresses replaced by this machine's (the OHIF
+    container's by `ohif_port`, or a port where nothing listens), plus `extra_sites`."""
     site = (DEPLOY / "nginx.conf").read_text()
     replacements = {
         "server web:8000;": f"server 127.0.0.1:{web_port};",
+        "server ohif:8080;": f"server 127.0.0.1:{ohif_port or free_port()};",
         "listen 80;": f"listen 127.0.0.1:{http_port};",
         "listen 443 ssl http2;": f"listen 127.0.0.1:{https_port} ssl http2;",
         "/etc/nginx/certs/": f"{tmp}/",
@@ -256,10 +282,12 @@ def nginx_config(tmp: Path, web_port: int, http_port: int, https_port: int) -> P
     main = tmp / "nginx.conf"
     main.write_text(
         f"{user}daemon off;\npid {tmp}/nginx.pid;\nerror_log stderr warn;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n"
+        f"http {{\n  access_log off;\n  include /etc/nginx/mime.types;\n"
+        "  default_type application/octet-stream;\n"
         + "".join(f"  {kind}_temp_path {tmp}/{kind};\n"
                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        + f"  include {tmp}/site.conf;\n}}\n"
+        + "".join(f"  include {path};\n" for path in (tmp / "site.conf", *extra_sites))
+        + "}\n"
     )
     return main
 
