@@ -150,6 +150,29 @@ def _match(lookup: str, vr: str, value: str, fuzzy: bool) -> Q:
     return Q(**{f"{lookup}__iexact" if vr == "PN" else lookup: value})
 
 
+NUMBER_VRS = {"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"}
+
+
+def _attribute_match(tag: str, value: str) -> Q:
+    """Instances with `value` among the values of `tag` in their DICOM JSON, where numbers (IS, DS,
+    US …) are JSON numbers and person names {"Alphabetic": …} objects."""
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        vr = dictionary_VR(int(tag, 16))
+    except KeyError:  # a private or unknown tag: as text
+        vr = ""
+    wanted: object = value
+    if set(vr.split(" or ")) & NUMBER_VRS:  # also "US or SS" (pixel values)
+        try:
+            wanted = float(value)
+        except ValueError:
+            raise QueryError(f"{value!r} is not a number.") from None
+    elif vr == "PN":
+        wanted = {"Alphabetic": value}
+    return Q(attributes__contains={tag: {"Value": [wanted]}})
+
+
 def filter_level(found: QuerySet, level: str, params, fuzzy: bool) -> QuerySet:
     """Apply the query keys of `params` to a queryset of `level` (study, series, instance)."""
     for name, values in params.lists():
@@ -165,9 +188,8 @@ def filter_level(found: QuerySet, level: str, params, fuzzy: bool) -> QuerySet:
             if keyword == "ModalitiesInStudy":
                 found = found.distinct()
             continue
-        # any other attribute: instances whose first value is exactly this
-        tag = tag_of(keyword)
-        instances = Instance.objects.filter(**{"attributes__contains": {tag: {"Value": [value]}}})
+        # any other attribute: instances with exactly this among its values
+        instances = Instance.objects.filter(_attribute_match(tag_of(keyword), value))
         if level == "instance":
             found = found.filter(pk__in=instances.values("pk"))
         elif level == "series":

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from imaging.dicomweb import query
 from imaging.models import IngestRun, IngestState, Instance, Series, Study
-from imaging.services.ingest import ingest_file, refresh_counts
+from imaging.services.ingest import BATCH_BYTES, BATCH_FILES, IngestBatch, refresh_counts
 from metadata.models import Project
 from metadata.querysets import has_project_role
 
@@ -357,36 +357,37 @@ def stow(view: DicomWebView, request, project_id, study_uid):
     )
     referenced, failed, report = [], [], []
     base = view.base(request, project_id)
-    with tempfile.TemporaryDirectory() as folder:
-        for number, (headers, path) in enumerate(
-            split_multipart(request._request, boundary, Path(folder), MAX_STOW_BYTES)
-        ):
-            kind = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
-            if kind not in ("application/dicom", "application/octet-stream"):
-                entry = {
-                    "file": f"part {number + 1}",
-                    "outcome": "rejected",
-                    "reason": f"a part of type {kind}, not application/dicom",
-                }
-            elif study_uid and _study_of(path) not in (None, study_uid):
-                entry = {
-                    "file": f"part {number + 1}",
-                    "outcome": "rejected",
-                    "reason": "belongs to another study than the URL names",
-                }
-            else:
-                entry = ingest_file(run, f"part {number + 1}", path)
+    batch = IngestBatch(run)
+    pending: list[tuple[str, Path]] = []
+    pending_bytes = 0
+
+    def flush() -> None:
+        nonlocal pending_bytes
+        entries = batch.ingest(pending)
+        for _, path in pending:
             path.unlink(missing_ok=True)
+        pending.clear()
+        pending_bytes = 0
+        respond(entries)
+
+    def respond(entries: list[dict]) -> None:
+        instances = Instance.objects.filter(
+            pk__in=[e["instance"] for e in entries if e.get("instance")]
+        ).select_related("series__study")
+        by_pk = {instance.pk: instance for instance in instances}
+        by_uid = {}
+        duplicates = [e["sop_instance_uid"] for e in entries if e["outcome"] == "duplicate"]
+        if duplicates:
+            for instance in (
+                Instance.objects.filter(sop_instance_uid__in=duplicates, series__study__project=project)
+                .select_related("series__study")
+                .order_by("pk")
+            ):
+                by_uid[instance.sop_instance_uid] = instance
+        for entry in entries:
             report.append(entry)
-            if entry["outcome"] in ("accepted", "conflict", "duplicate"):
-                instance = (
-                    Instance.objects.filter(
-                        sop_instance_uid=entry["sop_instance_uid"], series__study__project=project
-                    )
-                    .select_related("series__study")
-                    .order_by("-pk")
-                    .first()
-                )
+            instance = by_pk.get(entry.get("instance")) or by_uid.get(entry.get("sop_instance_uid"))
+            if entry["outcome"] in ("accepted", "conflict", "duplicate") and instance is not None:
                 referenced.append(
                     {
                         "00081150": {"vr": "UI", "Value": [instance.sop_class_uid]},
@@ -399,6 +400,40 @@ def stow(view: DicomWebView, request, project_id, study_uid):
                 if entry.get("sop_instance_uid"):
                     item["00081155"] = {"vr": "UI", "Value": [entry["sop_instance_uid"]]}
                 failed.append(item)
+
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            for number, (headers, path) in enumerate(
+                split_multipart(request._request, boundary, Path(folder), MAX_STOW_BYTES)
+            ):
+                kind = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
+                refused = None
+                if kind not in ("application/dicom", "application/octet-stream"):
+                    refused = f"a part of type {kind}, not application/dicom"
+                elif study_uid and _study_of(path) not in (None, study_uid):
+                    refused = "belongs to another study than the URL names"
+                if refused:
+                    path.unlink(missing_ok=True)
+                    if pending:  # keep the report in the order of the parts
+                        flush()
+                    respond([{"file": f"part {number + 1}", "outcome": "rejected", "reason": refused}])
+                    continue
+                pending.append((f"part {number + 1}", path))
+                pending_bytes += path.stat().st_size
+                if len(pending) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
+                    flush()
+            if pending:
+                flush()
+    except Exception as exc:
+        # A body cut off or over the limit: what was complete before is stored and reported.
+        IngestRun.objects.filter(pk=run.pk).update(
+            report=report,
+            accepted=sum(e["outcome"] == "accepted" for e in report),
+            state=IngestState.FAILED,
+            message=f"STOW-RS request ended early: {getattr(exc, 'detail', exc)}"[:500],
+        )
+        refresh_counts(project.pk, {e["study"] for e in report if e.get("study")})
+        raise
     outcomes = [e["outcome"] for e in report]
     IngestRun.objects.filter(pk=run.pk).update(
         report=report,

@@ -21,11 +21,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from imaging.models import DeidSettings, IngestRun, IngestState, Instance, Patient, Series, Study
+from imaging.services.dicomjson import dataset_json
 from imaging.services.quality import check_study_series
 from portal.services.files import describe_file
 
@@ -34,9 +35,12 @@ REQUIRED_UIDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesIns
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 BULK_THRESHOLD = 1024  # bytes: larger binary values stay in the file (BulkDataURI)
 PIXEL_TAGS = ("7FE00010", "7FE00008", "7FE00009", "54000100")  # pixel data (int, float, double), waveform
+PIXEL_TAG_NUMBERS = frozenset(int(tag, 16) for tag in PIXEL_TAGS)
 MAX_ARCHIVE_MEMBERS = 100_000
 MAX_COMPRESSION_RATIO = 200  # an entry that unpacks to more than this many times its size is refused
 READ_BLOCK = 1024 * 1024
+BATCH_FILES = 100  # files indexed in one transaction
+BATCH_BYTES = 256 * 1024 * 1024  # or fewer, when they are large (unpacked archive entries wait on disk)
 
 
 def file_sha256(path: Path) -> str:
@@ -175,17 +179,14 @@ def _save_part10(dataset, target: Path, keep_meta: bool = False) -> None:
     dataset.save_as(target, enforce_file_format=True)
 
 
+def _bulk_uri(tag: int) -> str:
+    return f"bulk:{tag:08X}"
+
+
 def attributes_json(dataset) -> dict:
-    """Every attribute as DICOM JSON; bulk values become references (`BulkDataURI` "bulk:<tag>")."""
-
-    def bulk(element) -> str:
-        return f"bulk:{element.tag:08X}"
-
-    data = dataset.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk)
-    for tag in PIXEL_TAGS:  # pixels stay in the file, however small
-        if tag in data and "InlineBinary" in data[tag]:
-            data[tag] = {"vr": data[tag]["vr"], "BulkDataURI": f"bulk:{tag}"}
-    return data
+    """Every attribute as DICOM JSON; bulk values become references (`BulkDataURI` "bulk:<tag>"),
+    pixels always (they stay in the file, however small)."""
+    return dataset_json(dataset, BULK_THRESHOLD, _bulk_uri, PIXEL_TAG_NUMBERS)
 
 
 def _text(dataset, name: str, limit: int) -> str:
@@ -201,6 +202,18 @@ def _int(dataset, name: str) -> int | None:
         return None
 
 
+def _same_data_set(stored: Path, received: Path) -> bool:
+    """The two files hold the same data set, however encoded: an instance received by C-STORE (the
+    receiver's file meta, the negotiated transfer syntax) and the same one uploaded differ in their
+    bytes only. (Asked only when the UIDs match and the bytes do not.)"""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(stored) == pydicom.dcmread(received)  # elements, not the file meta
+    except _READ_ERRORS:
+        return False
+
+
 def instance_directory(project_id: int, study_uid: str, series_uid: str) -> Path:
     return Path(settings.PORTAL_DATA_DIR) / "dicom" / str(project_id) / study_uid / series_uid
 
@@ -208,75 +221,111 @@ def instance_directory(project_id: int, study_uid: str, series_uid: str) -> Path
 def ingest_file(run: IngestRun, name: str, path: Path) -> dict:
     """Take one file into the run's project; returns its report entry (with what de-identification
     changed, where the project asks for it)."""
-    holder: dict = {}
-    try:
-        entry = _ingest_file(run, name, path, holder)
-    finally:
-        path.with_name(path.name + ".deid").unlink(missing_ok=True)
-    deid = holder.get("deid")
-    if deid is not None and entry["outcome"] != "rejected":
-        entry["deidentified"] = {
-            "changes": len(deid.changes),
-            "attributes": sorted({c["keyword"] or c["tag"] for c in deid.changes})[:300],
-            "flags": deid.flags,
-        }
-    return entry
+    return IngestBatch(run).ingest([(name, path)])[0]
 
 
-def _ingest_file(run: IngestRun, name: str, path: Path, holder: dict) -> dict:
-    try:
-        dataset = read_dataset(path)
-    except IsIndex as exc:
-        return {"file": name, "outcome": "index", "reason": str(exc)}
-    except Rejected as exc:
-        return {"file": name, "outcome": "rejected", "reason": str(exc)}
-    deid_settings = DeidSettings.objects.filter(project_id=run.project_id, enabled=True).first()
-    deid = None
-    if deid_settings is not None:
-        from imaging.services.deid import deidentify
+class Prepared:
+    """A file read, checked, de-identified and described, ready to be stored (no database yet)."""
 
+    __slots__ = (
+        "name",
+        "source",
+        "sop_uid",
+        "study_uid",
+        "series_uid",
+        "sha",
+        "patient",
+        "study",
+        "series",
+        "instance",
+        "deid",
+    )
+
+    def __init__(self, **fields):
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+
+class IngestBatch:
+    """Ingests files for one run: each file is read and described on its own; the database work of
+    a batch of files is one transaction (one commit instead of one per instance). What a run has
+    already looked up (its project's de-identification settings, patients, studies and series) is
+    kept for the next batch."""
+
+    def __init__(self, run: IngestRun):
+        self.run = run
+        self.deid_settings = DeidSettings.objects.filter(project_id=run.project_id, enabled=True).first()
+        self.patients: dict[str, int] = {}
+        self.studies: dict[str, Study] = {}
+        self.series: dict[tuple[int, str], int] = {}
+
+    def ingest(self, items: list[tuple[str, Path]]) -> list[dict]:
+        """Report entries for `items`, in their order. The files may be removed afterwards."""
+        cleaned: list[Path] = []
         try:
-            deid = holder["deid"] = deidentify(dataset, deid_settings)
-        except Exception as exc:  # noqa: BLE001 - an odd value must not store identifying data
-            return {"file": name, "outcome": "rejected", "reason": f"cannot be de-identified ({exc})"[:500]}
-        cleaned = path.with_name(path.name + ".deid")
-        _save_part10(dataset, cleaned, keep_meta=True)
-        path = cleaned
-    sop_uid = str(dataset.SOPInstanceUID).strip()
-    try:
-        attributes = attributes_json(dataset)
-    except Exception as exc:  # noqa: BLE001 - pydicom's many ways to fail on odd values
-        return {"file": name, "outcome": "rejected", "reason": f"unreadable attributes ({exc})"[:500]}
-    sha = file_sha256(path)
-    project_id = run.project_id
-    study_uid, series_uid = str(dataset.StudyInstanceUID).strip(), str(dataset.SeriesInstanceUID).strip()
-    with transaction.atomic():
-        same_uid = list(
-            Instance.objects.select_for_update().filter(
-                series__study__project_id=project_id, sop_instance_uid=sop_uid
-            )
-        )
-        if any(i.sha256 == sha for i in same_uid):
-            return {
-                "file": name,
-                "outcome": "duplicate",
-                "reason": "already stored (same UID, same content)",
-                "sop_instance_uid": sop_uid,
-            }
-        patient, _ = Patient.objects.get_or_create(
-            project_id=project_id,
-            patient_id=_text(dataset, "PatientID", 64),
-            defaults={
+            slots: list[dict | Prepared] = []
+            for name, path in items:
+                slots.append(self.prepare(name, path, cleaned))
+            ready = [slot for slot in slots if isinstance(slot, Prepared)]
+            stored = self.store(ready) if ready else {}
+            entries = [stored[id(slot)] if isinstance(slot, Prepared) else slot for slot in slots]
+        finally:
+            for path in cleaned:
+                path.unlink(missing_ok=True)
+        for slot, entry in zip(slots, entries, strict=True):
+            deid = slot.deid if isinstance(slot, Prepared) else None
+            if deid is not None and entry["outcome"] != "rejected":
+                entry["deidentified"] = {
+                    "changes": len(deid.changes),
+                    "attributes": sorted({c["keyword"] or c["tag"] for c in deid.changes})[:300],
+                    "flags": deid.flags,
+                }
+        return entries
+
+    def prepare(self, name: str, path: Path, cleaned: list[Path]) -> dict | Prepared:
+        try:
+            dataset = read_dataset(path)
+        except IsIndex as exc:
+            return {"file": name, "outcome": "index", "reason": str(exc)}
+        except Rejected as exc:
+            return {"file": name, "outcome": "rejected", "reason": str(exc)}
+        deid = None
+        if self.deid_settings is not None:
+            from imaging.services.deid import deidentify
+
+            try:
+                deid = deidentify(dataset, self.deid_settings)
+            except Exception as exc:  # noqa: BLE001 - an odd value must not store identifying data
+                reason = f"cannot be de-identified ({exc})"[:500]
+                return {"file": name, "outcome": "rejected", "reason": reason}
+            rewritten = path.with_name(path.name + ".deid")
+            cleaned.append(rewritten)
+            _save_part10(dataset, rewritten, keep_meta=True)
+            path = rewritten
+        elif getattr(dataset, "headerless", False):
+            rewritten = path.with_name(path.name + ".part10")
+            cleaned.append(rewritten)
+            _save_part10(dataset, rewritten)  # stored as a proper DICOM file, for DICOMweb and viewers
+            path = rewritten
+        try:
+            attributes = attributes_json(dataset)
+        except Exception as exc:  # noqa: BLE001 - pydicom's many ways to fail on odd values
+            return {"file": name, "outcome": "rejected", "reason": f"unreadable attributes ({exc})"[:500]}
+        return Prepared(
+            name=name,
+            source=path,
+            sop_uid=str(dataset.SOPInstanceUID).strip(),
+            study_uid=str(dataset.StudyInstanceUID).strip(),
+            series_uid=str(dataset.SeriesInstanceUID).strip(),
+            sha=file_sha256(path),
+            deid=deid,
+            patient={
+                "patient_id": _text(dataset, "PatientID", 64),
                 "name": _text(dataset, "PatientName", 324),
                 "birth_date": _text(dataset, "PatientBirthDate", 8),
                 "sex": _text(dataset, "PatientSex", 16),
             },
-        )
-        study, created = Study.objects.get_or_create(
-            project_id=project_id,
-            study_uid=study_uid,
-            defaults={
-                "patient": patient,
+            study={
                 "study_date": _text(dataset, "StudyDate", 8),
                 "study_time": _text(dataset, "StudyTime", 16),
                 "description": _text(dataset, "StudyDescription", 200),
@@ -284,68 +333,140 @@ def _ingest_file(run: IngestRun, name: str, path: Path, holder: dict) -> dict:
                 "study_id": _text(dataset, "StudyID", 16),
                 "referring_physician": _text(dataset, "ReferringPhysicianName", 324),
             },
-        )
-        series, _ = Series.objects.get_or_create(
-            study=study,
-            series_uid=series_uid,
-            defaults={
+            series={
                 "modality": _text(dataset, "Modality", 16),
                 "number": _int(dataset, "SeriesNumber"),
                 "description": _text(dataset, "SeriesDescription", 200),
                 "body_part": _text(dataset, "BodyPartExamined", 64),
             },
+            instance={
+                "sop_class_uid": str(dataset.SOPClassUID).strip(),
+                "number": _int(dataset, "InstanceNumber"),
+                "transfer_syntax": str(dataset.file_meta.get("TransferSyntaxUID", "") or "")
+                if hasattr(dataset, "file_meta")
+                else "",
+                "rows": _int(dataset, "Rows"),
+                "columns": _int(dataset, "Columns"),
+                "frames": _int(dataset, "NumberOfFrames") or 1,
+                "attributes": attributes,
+            },
         )
-        directory = instance_directory(project_id, study_uid, series_uid)
-        directory.mkdir(parents=True, exist_ok=True)
-        file_name = f"{sop_uid}.dcm" if not same_uid else f"{sop_uid}-{sha[:12]}.dcm"
-        target = directory / file_name
-        partial = directory / f".{file_name}.partial"
-        if getattr(dataset, "headerless", False):
-            _save_part10(dataset, partial)  # stored as a proper DICOM file, for DICOMweb and viewers
-        else:
-            shutil.copyfile(path, partial)
-        os.replace(partial, target)
-        instance = Instance.objects.create(
-            series=series,
-            sop_instance_uid=sop_uid,
-            sop_class_uid=str(dataset.SOPClassUID).strip(),
-            number=_int(dataset, "InstanceNumber"),
-            transfer_syntax=str(dataset.file_meta.get("TransferSyntaxUID", "") or ""),
-            rows=_int(dataset, "Rows"),
-            columns=_int(dataset, "Columns"),
-            frames=_int(dataset, "NumberOfFrames") or 1,
-            path=str(target.relative_to(settings.PORTAL_DATA_DIR)),
-            size=target.stat().st_size,
-            sha256=sha,
-            conflict=bool(same_uid),
-            attributes=attributes,
-            ingest=run,
-        )
-        if deid is not None:
-            from imaging.services.deid import record_pseudonyms
 
-            record_pseudonyms(deid)
-        if same_uid:
-            Instance.objects.filter(pk__in=[i.pk for i in same_uid]).update(conflict=True)
-            return {
-                "file": name,
-                "outcome": "conflict",
-                "sop_instance_uid": sop_uid,
-                "instance": instance.pk,
-                "reason": "an instance with this UID but other content was stored before: both are kept",
-            }
-    return {
-        "file": name,
-        "outcome": "accepted",
-        "sop_instance_uid": sop_uid,
-        "instance": instance.pk,
-        "study": study.study_uid,
-        "new_study": created,
-    }
+    def store(self, batch: list[Prepared]) -> dict[int, dict]:
+        """Index and place the prepared files in one transaction; report entries by `id(prepared)`."""
+        try:
+            with transaction.atomic():
+                return self._store(batch)
+        except IntegrityError:
+            # A patient, study or series this run remembered was deleted meanwhile: look again.
+            self.patients.clear(), self.studies.clear(), self.series.clear()
+            with transaction.atomic():
+                return self._store(batch)
+
+    def _store(self, batch: list[Prepared]) -> dict[int, dict]:
+        project_id = self.run.project_id
+        known: dict[str, list[tuple[int | None, str, Path]]] = {}
+        for pk, uid, sha, path in (
+            Instance.objects.select_for_update()
+            .filter(series__study__project_id=project_id, sop_instance_uid__in={p.sop_uid for p in batch})
+            .values_list("pk", "sop_instance_uid", "sha256", "path")
+        ):
+            known.setdefault(uid, []).append((pk, sha, Path(settings.PORTAL_DATA_DIR) / path))
+        entries: dict[int, dict] = {}
+        rows: list[tuple[Prepared, Instance, bool]] = []
+        conflicting: set[int] = set()
+        for item in batch:
+            same_uid = known.setdefault(item.sop_uid, [])
+            if any(sha == item.sha or _same_data_set(path, item.source) for _, sha, path in same_uid):
+                entries[id(item)] = {
+                    "file": item.name,
+                    "outcome": "duplicate",
+                    "reason": "already stored (same UID, same content)",
+                    "sop_instance_uid": item.sop_uid,
+                }
+                continue
+            series_id, study = self._series_of(item)
+            directory = instance_directory(project_id, item.study_uid, item.series_uid)
+            directory.mkdir(parents=True, exist_ok=True)
+            file_name = f"{item.sop_uid}.dcm" if not same_uid else f"{item.sop_uid}-{item.sha[:12]}.dcm"
+            target = directory / file_name
+            partial = directory / f".{file_name}.partial"
+            shutil.copyfile(item.source, partial)
+            os.replace(partial, target)
+            instance = Instance(
+                series_id=series_id,
+                sop_instance_uid=item.sop_uid,
+                path=str(target.relative_to(settings.PORTAL_DATA_DIR)),
+                size=target.stat().st_size,
+                sha256=item.sha,
+                conflict=bool(same_uid),
+                ingest=self.run,
+                **item.instance,
+            )
+            conflicting.update(pk for pk, _, _ in same_uid if pk is not None)
+            rows.append((item, instance, study))
+            same_uid.append((None, item.sha, target))
+            if item.deid is not None:
+                from imaging.services.deid import record_pseudonyms
+
+                record_pseudonyms(item.deid)
+        Instance.objects.bulk_create([instance for _, instance, _ in rows])
+        if conflicting:
+            Instance.objects.filter(pk__in=conflicting).update(conflict=True)
+        for item, instance, (study, created) in rows:
+            if instance.conflict:
+                entries[id(item)] = {
+                    "file": item.name,
+                    "outcome": "conflict",
+                    "sop_instance_uid": item.sop_uid,
+                    "instance": instance.pk,
+                    "reason": "an instance with this UID but other content was stored before: both are kept",
+                }
+            else:
+                entries[id(item)] = {
+                    "file": item.name,
+                    "outcome": "accepted",
+                    "sop_instance_uid": item.sop_uid,
+                    "instance": instance.pk,
+                    "study": study.study_uid,
+                    "new_study": created,
+                }
+        return entries
+
+    def _series_of(self, item: Prepared) -> tuple[int, tuple[Study, bool]]:
+        project_id = self.run.project_id
+        study = self.studies.get(item.study_uid)
+        created = False
+        if study is None:
+            patient_id = self.patients.get(item.patient["patient_id"])
+            if patient_id is None:
+                patient, _ = Patient.objects.get_or_create(
+                    project_id=project_id,
+                    patient_id=item.patient["patient_id"],
+                    defaults={k: v for k, v in item.patient.items() if k != "patient_id"},
+                )
+                patient_id = self.patients[item.patient["patient_id"]] = patient.pk
+            study, created = Study.objects.get_or_create(
+                project_id=project_id,
+                study_uid=item.study_uid,
+                defaults={"patient_id": patient_id, **item.study},
+            )
+            self.studies[item.study_uid] = study
+        key = (study.pk, item.series_uid)
+        series_id = self.series.get(key)
+        if series_id is None:
+            series, _ = Series.objects.get_or_create(
+                study=study, series_uid=item.series_uid, defaults=item.series
+            )
+            series_id = self.series[key] = series.pk
+        return series_id, (study, created)
 
 
-def _archive_entries(archive: Path, workdir: Path, report: list[dict]) -> Iterator[tuple[str, Path]]:
-    """Unpack a ZIP safely into `workdir`, one entry at a time; refused entries are reported."""
+def _archive_entries(
+    archive: Path, workdir: Path, report: list[dict], keep: bool = False
+) -> Iterator[tuple[str, Path]]:
+    """Unpack a ZIP safely into `workdir`, one entry at a time; refused entries are reported. Each
+    unpacked file is removed when the next is asked for, unless `keep` (then the caller does)."""
     try:
         bundle = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
@@ -407,16 +528,18 @@ def _archive_entries(archive: Path, workdir: Path, report: list[dict]) -> Iterat
                 continue
             budget -= written
             yield name, target
-            target.unlink(missing_ok=True)
+            if not keep:
+                target.unlink(missing_ok=True)
 
 
 def expand(
-    items: Iterable[tuple[str, Path]], workdir: Path, report: list[dict]
+    items: Iterable[tuple[str, Path]], workdir: Path, report: list[dict], keep: bool = False
 ) -> Iterator[tuple[str, Path]]:
-    """Files as they are; ZIP archives unpacked (entries named inside the archive)."""
+    """Files as they are; ZIP archives unpacked into `workdir` (entries named inside the archive;
+    with `keep`, unpacked files stay until the caller removes them)."""
     for name, path in items:
         if zipfile.is_zipfile(path):
-            for inner, unpacked in _archive_entries(path, workdir, report):
+            for inner, unpacked in _archive_entries(path, workdir, report, keep):
                 yield f"{name}/{inner}", unpacked
         else:
             yield name, path
@@ -428,11 +551,31 @@ def run_ingest(run: IngestRun, items: Iterable[tuple[str, Path]], progress=None)
     workdir = Path(settings.PORTAL_DATA_DIR) / "dicom-ingest" / f"run-{run.pk}" / "unpacked"
     workdir.mkdir(parents=True, exist_ok=True)
     report: list[dict] = []
+    batch = IngestBatch(run)
+    pending: list[tuple[str, Path]] = []
+    pending_bytes = 0
+    count = 0
+
+    def flush() -> None:
+        nonlocal pending_bytes, count
+        report.extend(batch.ingest(pending))
+        count += len(pending)
+        for _name, path in pending:
+            if path.is_relative_to(workdir):  # unpacked from an archive: ours to remove
+                path.unlink(missing_ok=True)
+        pending.clear()
+        pending_bytes = 0
+        if progress:
+            progress(None, f"{count:,} files read")
+
     try:
-        for count, (name, path) in enumerate(expand(items, workdir, report), 1):
-            report.append(ingest_file(run, name, path))
-            if progress and count % 20 == 0:
-                progress(None, f"{count:,} files read")
+        for name, path in expand(items, workdir, report, keep=True):
+            pending.append((name, path))
+            pending_bytes += path.stat().st_size
+            if len(pending) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
+                flush()
+        if pending:
+            flush()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     outcomes = [entry["outcome"] for entry in report]

@@ -3,7 +3,8 @@ for rendered resources, thumbnails and the built-in viewer.
 
 Rendering: the modality LUT (rescale slope and intercept), then a window – the one asked for, else
 the file's first Window Center/Width, else an automatic one from the 1st and 99th percentiles of
-the frame – with the linear or sigmoid function; MONOCHROME1 is inverted; RGB is shown as it is.
+the frame – with the linear or sigmoid function; MONOCHROME1 is inverted; colour is shown as it is
+(YBR pixel data as RGB: pydicom decodes it so).
 """
 
 from __future__ import annotations
@@ -129,11 +130,7 @@ def render(dataset, number: int = 1, window: Window | None = None, size: int | N
     """A frame as an 8-bit image for people to look at."""
     pixels = decoded_frame(dataset, number)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
-    if pixels.ndim == 3:  # colour
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            pixels = convert_color_space(pixels, photometric, "RGB")
+    if pixels.ndim == 3:  # colour: pydicom (3 and later) gives YBR pixel data as RGB already
         if pixels.dtype != np.uint8:
             top = float(pixels.max()) or 1.0
             pixels = (pixels.astype(np.float32) / top * 255).clip(0, 255).astype(np.uint8)
