@@ -7,7 +7,7 @@ doing the same on loopback in the same run.
   - STOW-RS: batches of 50 instances per request, 4 requests at a time (Python `requests`), to the
     portal's `/dicomweb/projects/<id>/studies` (bearer token, writer role checked) and to Orthanc's
     `/dicom-web/studies` (HTTP basic authentication);
-  - C-STORE: DCMTK's `storescu` sending the folder over one association to the portal's receiver
+  - C-STORE: DCMTK's `storescu` (TCP_NODELAY=1) sending the folder over one association to the portal's receiver
     (`manage.py dicom_receiver`, called AE title `PROJECT<id>`) and to Orthanc's DICOM server.
 - QIDO-RS: 10,000 studies (one instance each; 2,000 with --quick) with varied patients, dates,
   modalities and descriptions; median latency of a mix of searches (patient name wildcard,
@@ -136,6 +136,9 @@ def storescu(folder: Path, port: int, called: str) -> float:
     result = subprocess.run(
         ["storescu", "-aet", "BENCHSCU", "-aec", called, "+sd", "+r", "-nh", "127.0.0.1", str(port), str(folder)],
         capture_output=True, text=True,
+        # Without it DCMTK leaves Nagle's algorithm on and each instance waits ~40 ms for a delayed
+        # acknowledgement, whichever server answers: the run would measure TCP timers.
+        env={**os.environ, "TCP_NODELAY": "1"},
     )
     seconds = time.perf_counter() - start
     if result.returncode != 0:
@@ -175,6 +178,8 @@ class Orthanc:
         self.process = subprocess.Popen(
             [ORTHANC, str(root / "orthanc.json")], stdout=self.log_file, stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Orthanc's DICOM server is DCMTK's: without this its answers wait for delayed ACKs.
+            env={**os.environ, "TCP_NODELAY": "1"},
         )
         import requests
 

@@ -226,11 +226,12 @@ class Metadata(DicomWebView):
     """Every instance's attributes (DICOM JSON) of a study, series or instance; bulk values as URLs."""
 
     def get(self, request, project=None, study=None, series=None, instance=None):
-        found = list(self.instances(request, project, study, series, instance))
-        if not found:
+        documents = query.metadata_documents(
+            self.instances(request, project, study, series, instance), self.base(request, project)
+        )
+        if not documents:
             raise exceptions.NotFound("No such study, series or instance.")
-        base = self.base(request, project)
-        return dicom_json([query.instance_json(i, base, everything=True) for i in found])
+        return HttpResponse("[" + ",".join(documents) + "]", content_type=DICOM_JSON)
 
 
 class BulkData(DicomWebView):
@@ -371,9 +372,12 @@ def stow(view: DicomWebView, request, project_id, study_uid):
         respond(entries)
 
     def respond(entries: list[dict]) -> None:
-        instances = Instance.objects.filter(
-            pk__in=[e["instance"] for e in entries if e.get("instance")]
-        ).select_related("series__study")
+        fields = ("sop_instance_uid", "sop_class_uid", "series__series_uid", "series__study__study_uid")
+        instances = (
+            Instance.objects.filter(pk__in=[e["instance"] for e in entries if e.get("instance")])
+            .select_related("series__study")
+            .only(*fields)
+        )
         by_pk = {instance.pk: instance for instance in instances}
         by_uid = {}
         duplicates = [e["sop_instance_uid"] for e in entries if e["outcome"] == "duplicate"]
@@ -381,6 +385,7 @@ def stow(view: DicomWebView, request, project_id, study_uid):
             for instance in (
                 Instance.objects.filter(sop_instance_uid__in=duplicates, series__study__project=project)
                 .select_related("series__study")
+                .only(*fields)
                 .order_by("pk")
             ):
                 by_uid[instance.sop_instance_uid] = instance

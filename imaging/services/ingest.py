@@ -24,10 +24,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
+from pydicom.datadict import tag_for_keyword
 
 from imaging.models import DeidSettings, IngestRun, IngestState, Instance, Patient, Series, Study
 from imaging.services.dicomjson import dataset_json
-from imaging.services.quality import check_study_series
+from imaging.services.quality import check_study_series, checked_values
 from portal.services.files import describe_file
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
@@ -46,7 +47,10 @@ BATCH_BYTES = 256 * 1024 * 1024  # or fewer, when they are large (unpacked archi
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(READ_BLOCK):
+        block_size = min(
+            READ_BLOCK, max(os.fstat(handle.fileno()).st_size, 1)
+        )  # no 1 MiB buffer per small file
+        while block := handle.read(block_size):
             digest.update(block)
     return digest.hexdigest()
 
@@ -71,10 +75,17 @@ class IsIndex(Rejected):
     """A DICOMDIR: reported as the archive's index, not as a rejected file."""
 
 
-def read_dataset(path: Path):
-    """The parsed file, or `Rejected` saying why not."""
+IN_MEMORY = 64 * 1024 * 1024  # files up to this size are read once and parsed from memory
+
+
+def read_dataset(path: Path, data: bytes | None = None):
+    """The parsed file (from `data`, its bytes, when given), or `Rejected` saying why not."""
+    import io
+
     import pydicom
     from pydicom.errors import InvalidDicomError
+
+    source = io.BytesIO(data) if data is not None else path
 
     errors = (
         EOFError,
@@ -87,12 +98,12 @@ def read_dataset(path: Path):
         AttributeError,
     )
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = pydicom.dcmread(source)
     except InvalidDicomError:
         # Without the Part 10 header (preamble, file meta), as some old systems write: taken only
         # if it parses into a dataset with its UIDs.
         try:
-            dataset = pydicom.dcmread(path, force=True)
+            dataset = pydicom.dcmread(io.BytesIO(data) if data is not None else path, force=True)
             if not str(dataset.get("SOPInstanceUID", "") or "").strip() or not UID.match(
                 str(dataset.get("SOPClassUID", "") or "").strip()
             ):
@@ -102,7 +113,7 @@ def read_dataset(path: Path):
             raise Rejected(f"not DICOM: found {describe_file(path)}") from None
     except errors as exc:
         raise Rejected(f"unreadable or truncated DICOM ({type(exc).__name__}: {exc})"[:500]) from None
-    _check_complete(dataset, path.stat().st_size)
+    _check_complete(dataset, len(data) if data is not None else path.stat().st_size)
     meta_class = str(getattr(dataset, "file_meta", {}).get("MediaStorageSOPClassUID", "") or "")
     if meta_class == DICOMDIR_CLASS or "DirectoryRecordSequence" in dataset:
         raise IsIndex("DICOMDIR: the archive's index (its files are read themselves)")
@@ -123,14 +134,18 @@ def _check_complete(dataset, size: int) -> None:
     needed = 0
 
     def walk(items) -> None:
+        # Elements are kept in the order they were read, so the one read last ends furthest into
+        # the file; a sequence of undefined length ends with its last item's last element.
         nonlocal needed
-        for raw in list(items._dict.values()):
+        elements = list(items._dict.values())
+        for raw in reversed(elements[-2:]):
             tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
             if tell is not None and length is not None and length != 0xFFFFFFFF:
                 needed = max(needed, tell + length)
-            if raw.VR == "SQ":
-                for item in items[raw.tag].value or []:
-                    walk(item)
+            if raw.VR == "SQ" and length == 0xFFFFFFFF:
+                sequence = items[raw.tag].value or []
+                if sequence:
+                    walk(sequence[-1])
 
     try:
         walk(dataset)
@@ -189,14 +204,30 @@ def attributes_json(dataset) -> dict:
     return dataset_json(dataset, BULK_THRESHOLD, _bulk_uri, PIXEL_TAG_NUMBERS)
 
 
-def _text(dataset, name: str, limit: int) -> str:
-    value = dataset.get(name, "")
+def _values(dataset, attributes: dict, name: str):
+    """The values of a top-level attribute, from the DICOM JSON already made of the dataset."""
+    return (attributes.get(f"{tag_for_keyword(name):08X}") or {}).get("Value") or []
+
+
+def _text(dataset, attributes: dict, name: str, limit: int) -> str:
+    values = _values(dataset, attributes, name)
+    if len(values) == 1 and isinstance(values[0], str):
+        return values[0].strip()[:limit]
+    if len(values) == 1 and isinstance(values[0], dict):  # a person name's component groups
+        groups = [values[0].get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
+        while groups and not groups[-1]:
+            groups.pop()
+        return "=".join(groups).strip()[:limit]
+    value = dataset.get(name, "") if values else ""  # several values, or a number: as pydicom shows it
     return str(value if value is not None else "").strip()[:limit]
 
 
-def _int(dataset, name: str) -> int | None:
+def _int(dataset, attributes: dict, name: str) -> int | None:
+    values = _values(dataset, attributes, name)
+    if len(values) == 1 and isinstance(values[0], int) and not isinstance(values[0], bool):
+        return values[0]
     try:
-        value = dataset.get(name)
+        value = dataset.get(name) if values else None
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
@@ -283,8 +314,10 @@ class IngestBatch:
         return entries
 
     def prepare(self, name: str, path: Path, cleaned: list[Path]) -> dict | Prepared:
+        original = path
+        data = path.read_bytes() if path.stat().st_size <= IN_MEMORY else None  # parsed and hashed once
         try:
-            dataset = read_dataset(path)
+            dataset = read_dataset(path, data)
         except IsIndex as exc:
             return {"file": name, "outcome": "index", "reason": str(exc)}
         except Rejected as exc:
@@ -311,44 +344,47 @@ class IngestBatch:
             attributes = attributes_json(dataset)
         except Exception as exc:  # noqa: BLE001 - pydicom's many ways to fail on odd values
             return {"file": name, "outcome": "rejected", "reason": f"unreadable attributes ({exc})"[:500]}
+        # the stored file's hash: the bytes read above, unless de-identification rewrote them
+        sha = hashlib.sha256(data).hexdigest() if data is not None and path == original else file_sha256(path)
         return Prepared(
             name=name,
             source=path,
             sop_uid=str(dataset.SOPInstanceUID).strip(),
             study_uid=str(dataset.StudyInstanceUID).strip(),
             series_uid=str(dataset.SeriesInstanceUID).strip(),
-            sha=file_sha256(path),
+            sha=sha,
             deid=deid,
             patient={
-                "patient_id": _text(dataset, "PatientID", 64),
-                "name": _text(dataset, "PatientName", 324),
-                "birth_date": _text(dataset, "PatientBirthDate", 8),
-                "sex": _text(dataset, "PatientSex", 16),
+                "patient_id": _text(dataset, attributes, "PatientID", 64),
+                "name": _text(dataset, attributes, "PatientName", 324),
+                "birth_date": _text(dataset, attributes, "PatientBirthDate", 8),
+                "sex": _text(dataset, attributes, "PatientSex", 16),
             },
             study={
-                "study_date": _text(dataset, "StudyDate", 8),
-                "study_time": _text(dataset, "StudyTime", 16),
-                "description": _text(dataset, "StudyDescription", 200),
-                "accession_number": _text(dataset, "AccessionNumber", 16),
-                "study_id": _text(dataset, "StudyID", 16),
-                "referring_physician": _text(dataset, "ReferringPhysicianName", 324),
+                "study_date": _text(dataset, attributes, "StudyDate", 8),
+                "study_time": _text(dataset, attributes, "StudyTime", 16),
+                "description": _text(dataset, attributes, "StudyDescription", 200),
+                "accession_number": _text(dataset, attributes, "AccessionNumber", 16),
+                "study_id": _text(dataset, attributes, "StudyID", 16),
+                "referring_physician": _text(dataset, attributes, "ReferringPhysicianName", 324),
             },
             series={
-                "modality": _text(dataset, "Modality", 16),
-                "number": _int(dataset, "SeriesNumber"),
-                "description": _text(dataset, "SeriesDescription", 200),
-                "body_part": _text(dataset, "BodyPartExamined", 64),
+                "modality": _text(dataset, attributes, "Modality", 16),
+                "number": _int(dataset, attributes, "SeriesNumber"),
+                "description": _text(dataset, attributes, "SeriesDescription", 200),
+                "body_part": _text(dataset, attributes, "BodyPartExamined", 64),
             },
             instance={
                 "sop_class_uid": str(dataset.SOPClassUID).strip(),
-                "number": _int(dataset, "InstanceNumber"),
+                "number": _int(dataset, attributes, "InstanceNumber"),
                 "transfer_syntax": str(dataset.file_meta.get("TransferSyntaxUID", "") or "")
                 if hasattr(dataset, "file_meta")
                 else "",
-                "rows": _int(dataset, "Rows"),
-                "columns": _int(dataset, "Columns"),
-                "frames": _int(dataset, "NumberOfFrames") or 1,
+                "rows": _int(dataset, attributes, "Rows"),
+                "columns": _int(dataset, attributes, "Columns"),
+                "frames": _int(dataset, attributes, "NumberOfFrames") or 1,
                 "attributes": attributes,
+                "checked": checked_values(attributes),
             },
         )
 

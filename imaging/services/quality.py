@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
+
+from django.conf import settings
 
 from imaging.models import Series
 
@@ -40,9 +43,39 @@ def _ranges(numbers: list[int]) -> str:
     return shown + (f" … ({len(numbers)} in all)" if len(numbers) > 15 else "")
 
 
+CHECKED_TAGS = ("00200037", "0020000D", "0020000E", "00100020")  # orientation, UIDs, patient ID
+
+
+def checked_values(attributes: dict) -> dict:
+    """What the checks compare of an instance (`Instance.checked`): the values of CHECKED_TAGS."""
+    found = {}
+    for tag in CHECKED_TAGS:
+        value = (attributes.get(tag) or {}).get("Value")
+        if value is not None:
+            found[tag] = value
+    return found
+
+
+class _Checked:
+    """What the checks read of an instance: its columns and `checked`, not its whole JSON."""
+
+    __slots__ = ("number", "rows", "columns", "size", "full_path", "attributes")
+
+    def __init__(self, row: dict):
+        self.number, self.rows, self.columns = row["number"], row["rows"], row["columns"]
+        self.size = row["size"]
+        self.full_path = Path(settings.PORTAL_DATA_DIR) / row["path"]
+        self.attributes = {tag: {"Value": value} for tag, value in (row["checked"] or {}).items()}
+
+
+def _instances(series: Series) -> list[_Checked]:
+    rows = series.instances.values("number", "rows", "columns", "size", "path", "checked")
+    return [_Checked(row) for row in rows]
+
+
 def check_series(series: Series) -> list[dict]:
     findings: list[dict] = []
-    instances = list(series.instances.all())
+    instances = _instances(series)
     study = series.study
     numbers = [i.number for i in instances if i.number is not None]
     if numbers:
@@ -130,7 +163,7 @@ def check_series(series: Series) -> list[dict]:
 
 
 def check_study_series(study) -> None:
-    for series in study.series.select_related("study__patient").prefetch_related("instances"):
+    for series in study.series.select_related("study__patient"):
         findings = check_series(series)
         if findings != series.quality:
             Series.objects.filter(pk=series.pk).update(quality=findings)

@@ -20,7 +20,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from imaging.models import IngestRun, IngestState
-from imaging.services.ingest import ingest_file, refresh_counts
+from imaging.services.ingest import IngestBatch, refresh_counts
 from metadata.models import Project
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Receiver:
 
     def __init__(self):
         self.runs: dict[int, IngestRun] = {}
+        self.batches: dict[int, IngestBatch] = {}  # what each association's run has looked up
         self.lock = threading.Lock()
         self.folder = Path(tempfile.mkdtemp(prefix="dicom-receiver-"))
 
@@ -76,6 +77,7 @@ class Receiver:
         )
         with self.lock:
             self.runs[key] = run
+            self.batches[key] = IngestBatch(run)
         return run
 
     def handle_echo(self, event) -> int:
@@ -98,7 +100,8 @@ class Receiver:
                 write_file_meta_info(handle, event.file_meta)
                 handle.write(event.request.DataSet.getvalue())
             try:
-                entry = ingest_file(run, f"C-STORE {event.request.AffectedSOPInstanceUID}", path)
+                name = f"C-STORE {event.request.AffectedSOPInstanceUID}"
+                entry = self.batches[id(event.assoc)].ingest([(name, path)])[0]
             finally:
                 path.unlink(missing_ok=True)
             with self.lock:
@@ -113,6 +116,7 @@ class Receiver:
     def handle_closed(self, event) -> None:
         with self.lock:
             run = self.runs.pop(id(event.assoc), None)
+            self.batches.pop(id(event.assoc), None)
         if run is None:
             return
         close_old_connections()

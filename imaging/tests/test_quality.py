@@ -65,7 +65,9 @@ def test_findings(project, people, data_dir, tmp_path):
     errors = [f["message"] for f in findings if f["severity"] == "error"]
     assert "1 file(s) missing from the data directory." in errors
     assert "1 file(s) changed size since they were stored (damaged?)." in errors
-    Instance.objects.filter(pk=first.pk).update(attributes={"0020000D": {"vr": "UI", "Value": ["1.2.3"]}})
+    Instance.objects.filter(pk=first.pk).update(
+        attributes={"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}, checked={"0020000D": ["1.2.3"]}
+    )
     findings = check_series(Series.objects.select_related("study__patient").get(pk=series.pk))
     assert any(f["check"] == "hierarchy" for f in findings)
 
