@@ -9,7 +9,9 @@ Each figure is shown beside a reference measured in the same run on the same ser
 - encrypted storage (`benchmarks/storage.py`): upload, server-side download and re-key MB/s against
   the same crypto work in one process, and peak memory of the web and worker processes;
 - whole-slide images (`benchmarks/pathology.py`): conversion against vips dzsave, tile serving
-  (wrk) against large-image and bare views, region reads against OpenSlide.
+  (wrk) against large-image and bare views, region reads against OpenSlide;
+- DICOM (`benchmarks/imaging.py`): STOW-RS and C-STORE ingest, QIDO-RS search and WADO-RS series
+  metadata against Orthanc with its DICOMweb plugin.
 Later issues add their own sections here.
 """
 
@@ -240,6 +242,10 @@ def main() -> int:
 
         pathology_rows, pathology_section = bench_pathology(quick=quick)
         rows += pathology_rows
+        from benchmarks.imaging import bench_imaging
+
+        imaging_rows, imaging_section = bench_imaging(quick=quick)
+        rows += imaging_rows
     finally:
         for proc in processes:
             proc.terminate()
@@ -260,6 +266,7 @@ def main() -> int:
     lines += matrix_section
     lines += storage_section
     lines += pathology_section
+    lines += imaging_section
     report = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "report.md").write_text(report)
     print(report)

@@ -73,6 +73,7 @@ def test_storescu_sends_a_study_to_the_receiver(settings, tmp_path):
         assert "0xC001" in refused.stdout + refused.stderr
     finally:
         server.shutdown()
+    assert not list((tmp_path / "data" / "dicom-spool").glob("run-*/*"))  # all indexed, spool emptied
     for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm"):
         source = pydicom.dcmread(get_testdata_file(name))
         instance = Instance.objects.select_related("series__study").get(
@@ -86,3 +87,29 @@ def test_storescu_sends_a_study_to_the_receiver(settings, tmp_path):
     assert [r.label for r in runs] == ["MODALITY1 → CT_LAB", f"MODALITY1 → PROJECT{project.pk}"]
     assert runs[0].accepted == 3 and runs[0].state == "done"
     assert Study.objects.filter(project=project).count() == 4
+
+
+def test_what_a_stopped_receiver_spooled_is_indexed_when_it_starts(settings, tmp_path):
+    """Instances are answered once they are in the spool; a receiver that stopped before indexing
+    them leaves them there, and the next one indexes them into the same run before it listens."""
+    from imaging.services.receiver import recover
+
+    settings.PORTAL_DATA_DIR = tmp_path / "data"
+    owner = User.objects.create_user("olga")
+    project = create_project(name="Scanner room", description="", owner=owner)
+    run = IngestRun.objects.create(project=project, source="network", label="CT1 → PORTAL", state="running")
+    spool = tmp_path / "data" / "dicom-spool" / f"run-{run.pk}"
+    spool.mkdir(parents=True)
+    (spool / "00000001.dcm").write_bytes(open(get_testdata_file("CT_small.dcm"), "rb").read())
+    (spool / "00000002.dcm").write_bytes(b"half a file")
+    (tmp_path / "data" / "dicom-spool" / "run-999999").mkdir()  # no such run: left alone
+    port = free_port()
+    server = build_server(port, "PORTAL", block=False)  # recovers before it listens
+    server.shutdown()
+    run.refresh_from_db()
+    assert run.state == "done" and (run.accepted, run.rejected) == (1, 1)
+    assert "completed after the receiver restarted" in run.message
+    assert not spool.exists() and (tmp_path / "data" / "dicom-spool" / "run-999999").exists()
+    instance = Instance.objects.get(series__study__project=project)
+    assert instance.full_path.is_file() and instance.ingest_id == run.pk
+    assert recover() == 0

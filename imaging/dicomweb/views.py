@@ -8,6 +8,7 @@ REST framework like the rest of the API; a study the user may not see does not e
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
 import tempfile
@@ -28,6 +29,7 @@ from metadata.models import Project
 from metadata.querysets import has_project_role
 
 DICOM_JSON = "application/dicom+json"
+PART_IN_MEMORY = 16 * 1024 * 1024  # STOW parts up to this size are not written to temporary files
 MAX_STOW_BYTES = 4 * 2**30  # streamed to files part by part
 READ_BLOCK = 1024 * 1024
 
@@ -261,9 +263,31 @@ class BulkData(DicomWebView):
 # --- STOW-RS -----------------------------------------------------------------------------------------
 
 
+class _Part:
+    """One part of a multipart body: in memory while small, else spilled to a file."""
+
+    def __init__(self, path: Path):
+        self.path, self.buffer, self.handle = path, io.BytesIO(), None
+
+    def write(self, data: bytes) -> None:
+        if self.handle is None and self.buffer.tell() + len(data) > PART_IN_MEMORY:
+            self.handle = open(self.path, "wb")  # closed by close()
+            self.handle.write(self.buffer.getvalue())
+            self.buffer = None
+        (self.handle or self.buffer).write(data)
+
+    def close(self) -> bytes | None:
+        """The part's bytes, or None when they are in the file."""
+        if self.handle is not None:
+            self.handle.close()
+            return None
+        return self.buffer.getvalue()
+
+
 def split_multipart(stream, boundary: bytes, folder: Path, limit: int):
-    """Write the parts of a multipart body read from `stream` to files in `folder`, block by
-    block (a part is never held whole in memory); yields (headers, path) pairs."""
+    """Read the parts of a multipart body from `stream`, block by block; a part larger than
+    PART_IN_MEMORY goes to a file in `folder` as it arrives. Yields (headers, path, data): `data`
+    holds a small part's bytes (then nothing is at `path`), None for one written to `path`."""
     delimiter = b"\r\n--" + boundary
     buffer = b"\r\n"  # so the first delimiter looks like the others
     total, number = 0, 0
@@ -293,8 +317,7 @@ def split_multipart(stream, boundary: bytes, folder: Path, limit: int):
             continue
         if handle is not None:
             handle.write(buffer[:position])
-            handle.close()
-            yield headers, path
+            yield headers, path, handle.close()
             handle = None
         buffer = buffer[position + len(delimiter) :]
         while len(buffer) < 2 and not eof:
@@ -315,22 +338,34 @@ def split_multipart(stream, boundary: bytes, folder: Path, limit: int):
                 headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
         path = folder / f"{number:06d}.part"
         number += 1
-        handle = open(path, "wb")  # closed when the part ends
+        handle = _Part(path)  # closed when the part ends
     if handle is not None:
         handle.close()
 
 
-def _study_of(path: Path) -> str | None:
-    """The Study Instance UID a file names (None when it cannot be read: ingest says why)."""
+def _study_of(path: Path, data: bytes | None) -> str | None:
+    """The Study Instance UID a part names (None when it cannot be read: ingest says why)."""
     import pydicom
 
+    source = io.BytesIO(data) if data is not None else path
     try:
         return (
-            str(pydicom.dcmread(path, stop_before_pixels=True, force=True).get("StudyInstanceUID", ""))
+            str(pydicom.dcmread(source, stop_before_pixels=True, force=True).get("StudyInstanceUID", ""))
             or None
         )
     except Exception:  # noqa: BLE001 - unreadable files are reported by the ingest
         return None
+
+
+def _flushing_on_error(parts, pending: list, flush):
+    """The parts; when the body breaks off (cut, over the limit), the complete parts read so far
+    are stored before the error goes on."""
+    try:
+        yield from parts
+    except Exception:
+        if pending:
+            flush()
+        raise
 
 
 def stow(view: DicomWebView, request, project_id, study_uid):
@@ -359,13 +394,13 @@ def stow(view: DicomWebView, request, project_id, study_uid):
     referenced, failed, report = [], [], []
     base = view.base(request, project_id)
     batch = IngestBatch(run)
-    pending: list[tuple[str, Path]] = []
+    pending: list[tuple[str, Path, bytes | None]] = []
     pending_bytes = 0
 
     def flush() -> None:
         nonlocal pending_bytes
-        entries = batch.ingest(pending)
-        for _, path in pending:
+        entries = batch.ingest([(n, p, d) if d is not None else (n, p) for n, p, d in pending])
+        for _, path, _ in pending:
             path.unlink(missing_ok=True)
         pending.clear()
         pending_bytes = 0
@@ -408,14 +443,13 @@ def stow(view: DicomWebView, request, project_id, study_uid):
 
     try:
         with tempfile.TemporaryDirectory() as folder:
-            for number, (headers, path) in enumerate(
-                split_multipart(request._request, boundary, Path(folder), MAX_STOW_BYTES)
-            ):
+            parts = split_multipart(request._request, boundary, Path(folder), MAX_STOW_BYTES)
+            for number, (headers, path, data) in enumerate(_flushing_on_error(parts, pending, flush)):
                 kind = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
                 refused = None
                 if kind not in ("application/dicom", "application/octet-stream"):
                     refused = f"a part of type {kind}, not application/dicom"
-                elif study_uid and _study_of(path) not in (None, study_uid):
+                elif study_uid and _study_of(path, data) not in (None, study_uid):
                     refused = "belongs to another study than the URL names"
                 if refused:
                     path.unlink(missing_ok=True)
@@ -423,8 +457,8 @@ def stow(view: DicomWebView, request, project_id, study_uid):
                         flush()
                     respond([{"file": f"part {number + 1}", "outcome": "rejected", "reason": refused}])
                     continue
-                pending.append((f"part {number + 1}", path))
-                pending_bytes += path.stat().st_size
+                pending.append((f"part {number + 1}", path, data))
+                pending_bytes += len(data) if data is not None else path.stat().st_size
                 if len(pending) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
                     flush()
             if pending:

@@ -13,6 +13,7 @@ JSON; bulk values (pixel data, large binary) are referred to, not copied.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from django.utils import timezone
 from pydicom.datadict import tag_for_keyword
 
 from imaging.models import DeidSettings, IngestRun, IngestState, Instance, Patient, Series, Study
-from imaging.services.dicomjson import dataset_json
+from imaging.services.dicomjson import Part10, dataset_json, read_part10
 from imaging.services.quality import check_study_series, checked_values
 from portal.services.files import describe_file
 
@@ -41,7 +42,7 @@ MAX_ARCHIVE_MEMBERS = 100_000
 MAX_COMPRESSION_RATIO = 200  # an entry that unpacks to more than this many times its size is refused
 READ_BLOCK = 1024 * 1024
 BATCH_FILES = 100  # files indexed in one transaction
-BATCH_BYTES = 256 * 1024 * 1024  # or fewer, when they are large (unpacked archive entries wait on disk)
+BATCH_BYTES = 64 * 1024 * 1024  # or fewer, when they are large (their bytes are held until stored)
 
 
 def file_sha256(path: Path) -> str:
@@ -80,8 +81,6 @@ IN_MEMORY = 64 * 1024 * 1024  # files up to this size are read once and parsed f
 
 def read_dataset(path: Path, data: bytes | None = None):
     """The parsed file (from `data`, its bytes, when given), or `Rejected` saying why not."""
-    import io
-
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -110,7 +109,7 @@ def read_dataset(path: Path, data: bytes | None = None):
                 raise InvalidDicomError("no SOP UIDs")
             dataset.headerless = True
         except (InvalidDicomError, *errors):
-            raise Rejected(f"not DICOM: found {describe_file(path)}") from None
+            raise Rejected(f"not DICOM: found {describe_file(path, data)}") from None
     except errors as exc:
         raise Rejected(f"unreadable or truncated DICOM ({type(exc).__name__}: {exc})"[:500]) from None
     _check_complete(dataset, len(data) if data is not None else path.stat().st_size)
@@ -218,6 +217,8 @@ def _text(dataset, attributes: dict, name: str, limit: int) -> str:
         while groups and not groups[-1]:
             groups.pop()
         return "=".join(groups).strip()[:limit]
+    if dataset is None:  # read without pydicom: several values as the file has them
+        return "\\".join("" if v is None else str(v) for v in values).strip()[:limit]
     value = dataset.get(name, "") if values else ""  # several values, or a number: as pydicom shows it
     return str(value if value is not None else "").strip()[:limit]
 
@@ -227,20 +228,21 @@ def _int(dataset, attributes: dict, name: str) -> int | None:
     if len(values) == 1 and isinstance(values[0], int) and not isinstance(values[0], bool):
         return values[0]
     try:
-        value = dataset.get(name) if values else None
+        value = (values[0] if dataset is None else dataset.get(name)) if values else None
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
 
 
-def _same_data_set(stored: Path, received: Path) -> bool:
+def _same_data_set(stored: Path, received: Path | bytes) -> bool:
     """The two files hold the same data set, however encoded: an instance received by C-STORE (the
     receiver's file meta, the negotiated transfer syntax) and the same one uploaded differ in their
     bytes only. (Asked only when the UIDs match and the bytes do not.)"""
     import pydicom
 
     try:
-        return pydicom.dcmread(stored) == pydicom.dcmread(received)  # elements, not the file meta
+        other = pydicom.dcmread(io.BytesIO(received) if isinstance(received, bytes) else received)
+        return pydicom.dcmread(stored) == other  # the elements, not the file meta
     except _READ_ERRORS:
         return False
 
@@ -283,20 +285,23 @@ class IngestBatch:
     already looked up (its project's de-identification settings, patients, studies and series) is
     kept for the next batch."""
 
-    def __init__(self, run: IngestRun):
+    def __init__(self, run: IngestRun, move: bool = False):
         self.run = run
+        self.move = move  # files are moved into place (they are ours: a spool), not copied
         self.deid_settings = DeidSettings.objects.filter(project_id=run.project_id, enabled=True).first()
         self.patients: dict[str, int] = {}
         self.studies: dict[str, Study] = {}
         self.series: dict[tuple[int, str], int] = {}
 
-    def ingest(self, items: list[tuple[str, Path]]) -> list[dict]:
-        """Report entries for `items`, in their order. The files may be removed afterwards."""
+    def ingest(self, items: list[tuple]) -> list[dict]:
+        """Report entries for `items`, in their order: (name, path) of a file, or (name, path,
+        data[, dataset]) with its bytes (and parsed dataset) held in memory already; without
+        `move`, nothing need be at `path` then. The files may be removed afterwards."""
         cleaned: list[Path] = []
         try:
             slots: list[dict | Prepared] = []
-            for name, path in items:
-                slots.append(self.prepare(name, path, cleaned))
+            for name, path, *held in items:
+                slots.append(self.prepare(name, path, cleaned, *held))
             ready = [slot for slot in slots if isinstance(slot, Prepared)]
             stored = self.store(ready) if ready else {}
             entries = [stored[id(slot)] if isinstance(slot, Prepared) else slot for slot in slots]
@@ -313,15 +318,23 @@ class IngestBatch:
                 }
         return entries
 
-    def prepare(self, name: str, path: Path, cleaned: list[Path]) -> dict | Prepared:
+    def prepare(
+        self, name: str, path: Path, cleaned: list[Path], data: bytes | None = None, dataset=None
+    ) -> dict | Prepared:
         original = path
-        data = path.read_bytes() if path.stat().st_size <= IN_MEMORY else None  # parsed and hashed once
-        try:
-            dataset = read_dataset(path, data)
-        except IsIndex as exc:
-            return {"file": name, "outcome": "index", "reason": str(exc)}
-        except Rejected as exc:
-            return {"file": name, "outcome": "rejected", "reason": str(exc)}
+        if data is None and path.stat().st_size <= IN_MEMORY:
+            data = path.read_bytes()  # parsed from memory and hashed once
+        if dataset is None and data is not None and self.deid_settings is None:
+            read = read_part10(data, BULK_THRESHOLD, _bulk_uri, PIXEL_TAG_NUMBERS)
+            if read is not None:  # the common case, without pydicom; else pydicom, below
+                return self._prepare_read(name, path, data, read)
+        if dataset is None:
+            try:
+                dataset = read_dataset(path, data)
+            except IsIndex as exc:
+                return {"file": name, "outcome": "index", "reason": str(exc)}
+            except Rejected as exc:
+                return {"file": name, "outcome": "rejected", "reason": str(exc)}
         deid = None
         if self.deid_settings is not None:
             from imaging.services.deid import deidentify
@@ -346,12 +359,59 @@ class IngestBatch:
             return {"file": name, "outcome": "rejected", "reason": f"unreadable attributes ({exc})"[:500]}
         # the stored file's hash: the bytes read above, unless de-identification rewrote them
         sha = hashlib.sha256(data).hexdigest() if data is not None and path == original else file_sha256(path)
+        syntax = (
+            str(dataset.file_meta.get("TransferSyntaxUID", "") or "") if hasattr(dataset, "file_meta") else ""
+        )
+        source = data if data is not None and path == original and not self.move else path
+        return self._described(name, source, sha, attributes, syntax, dataset, deid)
+
+    def _prepare_read(self, name: str, path: Path, data: bytes, read: Part10) -> dict | Prepared:
+        """`prepare` for a file read without pydicom: the same checks on its JSON."""
+        attributes = read.attributes
+        if read.meta_text(0x00020002) == DICOMDIR_CLASS or "00041220" in attributes:
+            return {
+                "file": name,
+                "outcome": "index",
+                "reason": "DICOMDIR: the archive's index (its files are read themselves)",
+            }
+        uids = {}
+        for keyword in REQUIRED_UIDS:
+            values = _values(None, attributes, keyword)
+            uids[keyword] = str(values[0]).strip() if values and values[0] is not None else ""
+        missing = [keyword for keyword, value in uids.items() if not value]
+        if missing:
+            return {"file": name, "outcome": "rejected", "reason": f"missing UIDs: {', '.join(missing)}"}
+        bad = [keyword for keyword, value in uids.items() if not UID.match(value)]
+        if bad:
+            return {"file": name, "outcome": "rejected", "reason": f"malformed UIDs: {', '.join(bad)}"}
+        if read.pixel_length is not None and not read.encapsulated:
+            numbers = [_int(None, attributes, k) for k in ("Rows", "Columns", "BitsAllocated")]
+            if None in numbers:
+                reason = "pixel data without a valid image size (Rows, Columns, BitsAllocated)"
+                return {"file": name, "outcome": "rejected", "reason": reason}
+            rows, columns, bits = numbers
+            samples = _int(None, attributes, "SamplesPerPixel") or 1
+            frames = _int(None, attributes, "NumberOfFrames") or 1
+            expected = rows * columns * samples * frames * bits // 8
+            if read.pixel_length < expected:
+                have = read.pixel_length
+                reason = f"truncated: the pixel data has {have:,} of the {expected:,} bytes its size needs"
+                return {"file": name, "outcome": "rejected", "reason": reason}
+        sha = hashlib.sha256(data).hexdigest()
+        source = path if self.move else data
+        return self._described(name, source, sha, attributes, read.meta_text(0x00020010), None, None)
+
+    def _described(self, name, source, sha, attributes, syntax, dataset, deid) -> Prepared:
+        def uid(keyword: str) -> str:
+            values = _values(dataset, attributes, keyword)
+            return str(values[0]).strip() if values else str(dataset.get(keyword, "")).strip()
+
         return Prepared(
             name=name,
-            source=path,
-            sop_uid=str(dataset.SOPInstanceUID).strip(),
-            study_uid=str(dataset.StudyInstanceUID).strip(),
-            series_uid=str(dataset.SeriesInstanceUID).strip(),
+            source=source,
+            sop_uid=uid("SOPInstanceUID"),
+            study_uid=uid("StudyInstanceUID"),
+            series_uid=uid("SeriesInstanceUID"),
             sha=sha,
             deid=deid,
             patient={
@@ -375,11 +435,9 @@ class IngestBatch:
                 "body_part": _text(dataset, attributes, "BodyPartExamined", 64),
             },
             instance={
-                "sop_class_uid": str(dataset.SOPClassUID).strip(),
+                "sop_class_uid": uid("SOPClassUID"),
                 "number": _int(dataset, attributes, "InstanceNumber"),
-                "transfer_syntax": str(dataset.file_meta.get("TransferSyntaxUID", "") or "")
-                if hasattr(dataset, "file_meta")
-                else "",
+                "transfer_syntax": syntax,
                 "rows": _int(dataset, attributes, "Rows"),
                 "columns": _int(dataset, attributes, "Columns"),
                 "frames": _int(dataset, attributes, "NumberOfFrames") or 1,
@@ -427,7 +485,12 @@ class IngestBatch:
             file_name = f"{item.sop_uid}.dcm" if not same_uid else f"{item.sop_uid}-{item.sha[:12]}.dcm"
             target = directory / file_name
             partial = directory / f".{file_name}.partial"
-            shutil.copyfile(item.source, partial)
+            if isinstance(item.source, bytes):
+                partial.write_bytes(item.source)
+            elif self.move:
+                os.replace(item.source, partial)
+            else:
+                shutil.copyfile(item.source, partial)
             os.replace(partial, target)
             instance = Instance(
                 series_id=series_id,

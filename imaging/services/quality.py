@@ -12,8 +12,8 @@ Each finding is {"check", "severity" (warning | error), "message"}.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
-from pathlib import Path
 
 from django.conf import settings
 
@@ -64,7 +64,7 @@ class _Checked:
     def __init__(self, row: dict):
         self.number, self.rows, self.columns = row["number"], row["rows"], row["columns"]
         self.size = row["size"]
-        self.full_path = Path(settings.PORTAL_DATA_DIR) / row["path"]
+        self.full_path = os.path.join(settings.PORTAL_DATA_DIR, row["path"])
         self.attributes = {tag: {"Value": value} for tag, value in (row["checked"] or {}).items()}
 
 
@@ -125,8 +125,15 @@ def check_series(series: Series) -> list[dict]:
                 "message": f"{len(orientations)} different image orientations in one series.",
             }
         )
-    lost = [i for i in instances if not i.full_path.is_file()]
-    changed = [i for i in instances if i.full_path.is_file() and i.full_path.stat().st_size != i.size]
+    lost, changed = [], []
+    for instance in instances:  # one stat call each (a series may hold thousands)
+        try:
+            size = os.stat(instance.full_path).st_size
+        except OSError:
+            lost.append(instance)
+            continue
+        if size != instance.size:
+            changed.append(instance)
     if lost:
         findings.append(
             {

@@ -67,3 +67,44 @@ def test_names_in_other_character_sets(tmp_path, charset):
     ours = dataset_json(stored, BULK_THRESHOLD, lambda tag: f"bulk:{tag:08X}")
     assert ours == reference(pydicom.dcmread(tmp_path / "x.dcm"))
     assert ours["00081030"]["Value"] == ["CT"]
+
+
+def test_files_read_without_pydicom_give_the_same_json():
+    """`read_part10` (the ingest's common path) reads little-endian Part 10 files straight into
+    DICOM JSON; whatever it takes gives what pydicom gives, and it leaves the rest to pydicom."""
+    import os
+
+    from imaging.services.dicomjson import read_part10
+    from imaging.services.ingest import PIXEL_TAG_NUMBERS
+
+    taken, left = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in readable_files():
+            if os.path.isdir(path):
+                continue
+            with open(path, "rb") as handle:
+                read = read_part10(
+                    handle.read(), BULK_THRESHOLD, lambda tag: f"bulk:{tag:08X}", PIXEL_TAG_NUMBERS
+                )
+            name = path.rsplit("/", 1)[-1]
+            if read is None:
+                left.append(name)
+                continue
+            taken.append(name)
+            assert read.attributes == reference(pydicom.dcmread(path)), name
+    assert {"CT_small.dcm", "MR_small.dcm", "JPEG-lossy.dcm", "rtplan.dcm", "liver_1frame.dcm"} <= set(taken)
+    assert {"MR_small_bigendian.dcm", "image_dfl.dcm"} <= set(left)  # big endian, deflated
+    assert len(taken) > 100
+
+
+def test_cut_off_files_are_left_to_pydicom():
+    from pydicom.data import get_testdata_file
+
+    from imaging.services.dicomjson import read_part10
+
+    with open(get_testdata_file("CT_small.dcm"), "rb") as handle:
+        data = handle.read()
+    assert read_part10(data, BULK_THRESHOLD, str) is not None
+    for cut in (len(data) - 1, len(data) // 2, 200, 131):
+        assert read_part10(data[:cut], BULK_THRESHOLD, str) is None

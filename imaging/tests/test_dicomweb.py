@@ -3,12 +3,13 @@ each role (what a user may not see does not exist here)."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pydicom
 import pytest
 
-from imaging.models import IngestRun, Study
+from imaging.models import IngestRun, Instance, Study
 from imaging.services.ingest import run_ingest
 from imaging.tests.conftest import dicom_file
 
@@ -90,6 +91,38 @@ def test_wado_metadata_and_bulkdata(indexed, api):
     assert bulk.status_code == 200 and ct.PixelData in bulk.content
     assert client.get(f"{base}/bulkdata/00100010").status_code == 404  # not a bulk value
     assert client.get("/dicomweb/studies/1.2.3/metadata").status_code == 404
+
+
+def test_stow_large_parts_and_a_body_over_the_limit(api, project, monkeypatch):
+    """Parts larger than what is kept in memory go through files; a body that grows past the
+    limit is refused with 400, and the complete parts before the limit are stored and reported."""
+    from imaging.dicomweb import views
+
+    client = api("writer")
+    url = f"/dicomweb/projects/{project.pk}/studies"
+    ct, mr = dicom_file("CT_small.dcm").read_bytes(), dicom_file("MR_small.dcm").read_bytes()
+    monkeypatch.setattr(views, "PART_IN_MEMORY", 1024)  # both files are larger: spilled to disk
+    body = b"".join(b"--b1\r\nContent-Type: application/dicom\r\n\r\n" + f + b"\r\n" for f in (ct, mr))
+    response = client.post(url, data=body + b"--b1--\r\n", content_type="multipart/related; boundary=b1")
+    assert response.status_code == 200, response.content
+    assert len(json.loads(response.content)["00081199"]["Value"]) == 2
+
+    monkeypatch.setattr(views, "PART_IN_MEMORY", 16 * 1024 * 1024)
+    monkeypatch.setattr(views, "READ_BLOCK", 4096)
+    other = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    other.SOPInstanceUID = other.SOPInstanceUID + ".7"
+    buffer = io.BytesIO()
+    other.save_as(buffer, enforce_file_format=True)
+    monkeypatch.setattr(views, "MAX_STOW_BYTES", len(ct) + 2 * 4096 + 200)
+    body = b"".join(
+        b"--b1\r\nContent-Type: application/dicom\r\n\r\n" + f + b"\r\n" for f in (buffer.getvalue(), mr, ct)
+    )
+    response = client.post(url, data=body + b"--b1--\r\n", content_type="multipart/related; boundary=b1")
+    assert response.status_code == 400 and b"at most" in response.content
+    run = IngestRun.objects.filter(source="stow").latest("pk")
+    assert run.state == "failed" and "ended early" in run.message
+    assert [e["outcome"] for e in run.report] == ["accepted"]  # the part complete before the limit
+    assert Instance.objects.filter(sop_instance_uid=other.SOPInstanceUID).exists()
 
 
 def test_stow_refusals(indexed, api, project):
@@ -259,3 +292,22 @@ def test_compressed_pixel_data_is_decoded_for_rendering(indexed, api, project, p
             f"{url}/frames/1", HTTP_ACCEPT='multipart/related; type="application/octet-stream"'
         )
         assert raw.status_code == 200 and 'type="application/octet-stream"' in raw["Content-Type"], name
+
+
+def test_metadata_text_is_the_instances_json(indexed, project):
+    """WADO-RS metadata put together by PostgreSQL says what the per-instance DICOM JSON says:
+    the stored attributes, the index's UIDs and modality, the retrieve URL, bulk data as URLs."""
+    from imaging.dicomweb import query
+
+    base = "https://portal.example.org/dicomweb"
+    found = Instance.objects.filter(series__study__project=project).select_related("series__study")
+    documents = [json.loads(text) for text in query.metadata_documents(found.order_by("pk"), base)]
+    expected = [query.instance_json(i, base, everything=True) for i in found.order_by("pk")]
+    assert documents == expected and len(documents) == len(FILES)
+    with_pixels = [d for d in documents if "7FE00010" in d]
+    assert with_pixels and all(d["7FE00010"]["BulkDataURI"].startswith(base) for d in with_pixels)
+    # an empty modality is {"vr": "CS"}, as in the JSON made in Python
+    series = found.first().series
+    type(series).objects.filter(pk=series.pk).update(modality="")
+    only = [json.loads(t) for t in query.metadata_documents(found.filter(series=series), base)]
+    assert all(d["00080060"] == {"vr": "CS"} for d in only)

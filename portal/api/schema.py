@@ -11,6 +11,5 @@ class PortalTokenScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "A personal API token from your profile page. Scopes: read, write, "
-                           "upload, admin.",
+            "description": "A personal API token from your profile page. Scopes: read, write, upload, admin.",
         }

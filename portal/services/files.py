@@ -23,13 +23,17 @@ def is_tiff(head: bytes) -> bool:
     return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def describe_file(path: Path) -> str:
-    """E.g. "a PNG image (1,234 bytes)", "a text file (19 bytes)", "unrecognised data (…)"."""
-    size = path.stat().st_size
+def describe_file(path: Path, data: bytes | None = None) -> str:
+    """E.g. "a PNG image (1,234 bytes)", "a text file (19 bytes)", "unrecognised data (…)"; of
+    `data` when given (the file's bytes, read already), else of the file at `path`."""
+    if data is not None:
+        size, head = len(data), data[:4096]
+    else:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
     if size == 0:
         return "an empty file (0 bytes)"
-    with open(path, "rb") as handle:
-        head = handle.read(4096)
     for test, words in MAGIC:
         if test(head):
             return f"{words} ({size:,} bytes)"

@@ -14,6 +14,9 @@ class Command(BaseCommand):
         parser.add_argument("--ae-title", default=None, help="default: PORTAL_DICOM_AE_TITLE")
 
     def handle(self, *args, port=None, ae_title=None, **options):
+        import logging
+
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per instance
         self.stdout.write(
             f"DICOM receiver {ae_title or settings.IMAGING_AE_TITLE} on "
             f"{settings.IMAGING_DICOM_HOST}:{port or settings.IMAGING_DICOM_PORT}; call it as PROJECT<id> "
