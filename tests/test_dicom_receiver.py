@@ -113,3 +113,59 @@ def test_what_a_stopped_receiver_spooled_is_indexed_when_it_starts(settings, tmp
     instance = Instance.objects.get(series__study__project=project)
     assert instance.full_path.is_file() and instance.ingest_id == run.pk
     assert recover() == 0
+
+
+def test_an_indexer_that_stops_is_replaced_and_nothing_spooled_is_lost(settings, tmp_path):
+    """The indexer process dies: the next C-STORE starts another; instances whose message died
+    with it are still in the spool and are indexed when their association's run ends."""
+    from imaging.services.receiver import _index
+
+    settings.PORTAL_DATA_DIR = tmp_path / "data"
+    owner = User.objects.create_user("olga")
+    project = create_project(name="Scanner room", description="", owner=owner)
+    port = free_port()
+    server = build_server(port, "PORTAL", block=False)
+    try:
+        first = server.receiver.indexer
+        first.kill()
+        first.join(timeout=10)
+        sent = storescu(port, f"PROJECT{project.pk}", get_testdata_file("CT_small.dcm"))
+        assert sent.returncode == 0, sent.stderr
+        assert server.receiver.indexer is not first and server.receiver.indexer.is_alive()
+    finally:
+        server.shutdown()
+    assert Instance.objects.filter(series__study__project=project).count() == 1
+
+    # A message lost with a stopped indexer: the file is in the spool when the run's end comes.
+    run = IngestRun.objects.create(project=project, source="network", label="lost", state="running")
+    spool = tmp_path / "data" / "dicom-spool" / f"run-{run.pk}"
+    spool.mkdir(parents=True)
+    (spool / "00000001.dcm").write_bytes(open(get_testdata_file("MR_small.dcm"), "rb").read())
+    _index([("finish", run.pk, None)], {})
+    run.refresh_from_db()
+    assert run.state == "done" and run.accepted == 1 and not spool.exists()
+
+
+@pytest.mark.parametrize("instance_uid", ["1.2.3.45", "1.2.3.4"])  # odd and even lengths: padded
+def test_the_file_meta_written_per_instance_is_pydicoms(instance_uid):
+    import io
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+    from imaging.services.receiver import part10_header
+
+    meta = FileMetaDataset()
+    meta.FileMetaInformationGroupLength = 0
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = instance_uid
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    expected = io.BytesIO()
+    expected.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(expected, meta)
+    header = part10_header("1.2.840.10008.5.1.4.1.1.2", instance_uid, "1.2.840.10008.1.2")
+    assert header == expected.getvalue()

@@ -214,22 +214,25 @@ def read_part10(
     bulk_threshold: int,
     bulk_uri: Callable[[int], str],
     always_bulk: frozenset[int] = frozenset(),
+    only: frozenset[int] | None = None,
 ) -> Part10 | None:
     """A DICOM Part 10 file in little endian (explicit VR, implicit VR, or an encapsulated
     transfer syntax) read straight into DICOM JSON, or None when it is anything else or holds
     anything this reader leaves to pydicom: another transfer syntax, character sets beyond
     ASCII/Latin-1/UTF-8, private elements without their VR, ambiguous VRs, values that run past
     the end of the file (pydicom then says what is wrong). The JSON is what `dataset_json` gives
-    for the file read by pydicom (imaging/tests/test_dicomjson.py)."""
+    for the file read by pydicom (imaging/tests/test_dicomjson.py). With `only`, the whole file
+    is walked and checked the same way, but only those top-level tags are made JSON (and no
+    value of a sequence is)."""
     try:
-        return _Reader(data, bulk_threshold, bulk_uri, always_bulk).read()
+        return _Reader(data, bulk_threshold, bulk_uri, always_bulk, only).read()
     except (NotSimple, struct.error, UnicodeDecodeError, ValueError, KeyError, IndexError):
         return None
 
 
 class _Reader:
-    def __init__(self, data: bytes, bulk_threshold: int, bulk_uri, always_bulk):
-        self.data, self.bulk_uri, self.always_bulk = data, bulk_uri, always_bulk
+    def __init__(self, data: bytes, bulk_threshold: int, bulk_uri, always_bulk, only=None):
+        self.data, self.bulk_uri, self.always_bulk, self.only = data, bulk_uri, always_bulk, only
         self.max_inline = (bulk_threshold // 4) * 3
         self.encoding = "ascii"
         self.pixel_length: int | None = None
@@ -298,7 +301,8 @@ class _Reader:
                 self.encoding = self.charset(data[start : start + length])
             if vr == "SQ":
                 items, position = self.sequence(start, length)
-                result[f"{tag:08X}"] = {"vr": "SQ", "Value": items}
+                if self.only is None or (top and tag in self.only):
+                    result[f"{tag:08X}"] = {"vr": "SQ", "Value": items}
                 continue
             if length == UNDEFINED:
                 if tag != 0x7FE00010 or not top:
@@ -316,6 +320,9 @@ class _Reader:
                 raise NotSimple
             if group & 1 and element < 0x100 and element >= 0x10:
                 vr = "LO" if self.implicit else vr  # private creator
+            if self.only is not None and not (top and tag in self.only):
+                position = start + length
+                continue
             json = _value_json(
                 tag, vr, value, self.encoding, self.max_inline, self.bulk_uri, self.always_bulk
             )

@@ -76,6 +76,22 @@ class IsIndex(Rejected):
     """A DICOMDIR: reported as the archive's index, not as a rejected file."""
 
 
+# what `IngestBatch.check` needs of a file: its UIDs, image size, and whether it is a DICOMDIR
+CHECKED_ON_RECEIPT = frozenset(
+    int(tag, 16)
+    for tag in (
+        "00080016",
+        "00080018",
+        "0020000D",
+        "0020000E",
+        "00280010",
+        "00280011",
+        "00280100",
+        "00280002",
+        "00280008",
+        "00041220",
+    )
+)
 IN_MEMORY = 64 * 1024 * 1024  # files up to this size are read once and parsed from memory
 
 
@@ -299,15 +315,18 @@ class IngestBatch:
         `move`, nothing need be at `path` then. The files may be removed afterwards."""
         cleaned: list[Path] = []
         try:
-            slots: list[dict | Prepared] = []
-            for name, path, *held in items:
-                slots.append(self.prepare(name, path, cleaned, *held))
-            ready = [slot for slot in slots if isinstance(slot, Prepared)]
-            stored = self.store(ready) if ready else {}
-            entries = [stored[id(slot)] if isinstance(slot, Prepared) else slot for slot in slots]
+            slots = [self.prepare(name, path, cleaned, *held) for name, path, *held in items]
+            return self.entries(slots)
         finally:
             for path in cleaned:
                 path.unlink(missing_ok=True)
+
+    def entries(self, slots: list[dict | Prepared]) -> list[dict]:
+        """Store the prepared ones of `slots` (the others are report entries already); the report
+        entries of all, in order."""
+        ready = [slot for slot in slots if isinstance(slot, Prepared)]
+        stored = self.store(ready) if ready else {}
+        entries = [stored[id(slot)] if isinstance(slot, Prepared) else slot for slot in slots]
         for slot, entry in zip(slots, entries, strict=True):
             deid = slot.deid if isinstance(slot, Prepared) else None
             if deid is not None and entry["outcome"] != "rejected":
@@ -367,6 +386,31 @@ class IngestBatch:
 
     def _prepare_read(self, name: str, path: Path, data: bytes, read: Part10) -> dict | Prepared:
         """`prepare` for a file read without pydicom: the same checks on its JSON."""
+        refused = self.check_read(name, read)
+        if refused is not None:
+            return refused
+        sha = hashlib.sha256(data).hexdigest()
+        source = path if self.move else data
+        return self._described(name, source, sha, read.attributes, read.meta_text(0x00020010), None, None)
+
+    def check(self, name: str, path: Path, data: bytes) -> dict | None:
+        """Whether `prepare` would take the file, answered quickly where it can be: a report entry
+        when not (rejected, or a DICOMDIR), None when it would. (The receiver asks this before it
+        answers a C-STORE; the indexer prepares the file later.)"""
+        if self.deid_settings is None:
+            read = read_part10(data, BULK_THRESHOLD, _bulk_uri, PIXEL_TAG_NUMBERS, only=CHECKED_ON_RECEIPT)
+            if read is not None:
+                return self.check_read(name, read)
+        cleaned: list[Path] = []
+        try:
+            prepared = self.prepare(name, path, cleaned, data)
+        finally:
+            for extra in cleaned:
+                extra.unlink(missing_ok=True)
+        return prepared if isinstance(prepared, dict) else None
+
+    @staticmethod
+    def check_read(name: str, read: Part10) -> dict | None:
         attributes = read.attributes
         if read.meta_text(0x00020002) == DICOMDIR_CLASS or "00041220" in attributes:
             return {
@@ -397,9 +441,7 @@ class IngestBatch:
                 have = read.pixel_length
                 reason = f"truncated: the pixel data has {have:,} of the {expected:,} bytes its size needs"
                 return {"file": name, "outcome": "rejected", "reason": reason}
-        sha = hashlib.sha256(data).hexdigest()
-        source = path if self.move else data
-        return self._described(name, source, sha, attributes, read.meta_text(0x00020010), None, None)
+        return None
 
     def _described(self, name, source, sha, attributes, syntax, dataset, deid) -> Prepared:
         def uid(keyword: str) -> str:

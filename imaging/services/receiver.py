@@ -9,22 +9,24 @@ with a failure status (and reported). Run it with `manage.py dicom_receiver`.
 
 from __future__ import annotations
 
-import io
 import logging
+import multiprocessing
 import os
 import queue
 import re
 import shutil
+import socket
+import struct
 import threading
+import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
-from pydicom.filewriter import write_file_meta_info
 
 from imaging.models import IngestRun, IngestState
-from imaging.services.ingest import BATCH_FILES, IngestBatch, Rejected, read_dataset, refresh_counts
+from imaging.services.ingest import BATCH_FILES, IngestBatch, refresh_counts
 from metadata.models import Project
 
 logger = logging.getLogger(__name__)
@@ -58,22 +60,43 @@ class Receiver:
 
     A C-STORE is answered once the instance is read, checked (a file that is not usable gets a
     failure status) and written to the spool (`<data dir>/dicom-spool/run-<id>/`, flushed to
-    disk); a thread of the receiver indexes the spool in batches, one transaction each, in the
-    order the instances came, and closes the run when its association has ended. What a stopped
-    receiver left in the spool is indexed when it starts again (`recover`)."""
+    disk); an indexer process of the receiver stores them in batches, one transaction each, in
+    the order they came, and closes the run when its association has ended (a process of its
+    own: the receiving thread never waits for the database nor for its Python work). What a
+    stopped receiver left in the spool is indexed when it starts again (`recover`)."""
 
-    HELD = 1024 * 1024  # instances up to this size wait in memory, parsed; larger ones are read again
     QUEUED = 500  # instances waiting to be indexed; the next C-STORE waits for room
 
     def __init__(self):
         self.runs: dict[int, IngestRun] = {}
-        self.batches: dict[int, IngestBatch] = {}  # what each association's run has looked up
+        self.batches: dict[int, IngestBatch] = {}  # for reading and checking, per association
         self.sequence: dict[int, int] = {}
         self.lock = threading.Lock()
         self.spool = Path(settings.PORTAL_DATA_DIR) / "dicom-spool"
-        self.queue: queue.Queue = queue.Queue(self.QUEUED)
-        self.indexer = threading.Thread(target=self._index_forever, name="dicom-indexer", daemon=True)
+        self._start_indexer()
+
+    def _start_indexer(self) -> None:
+        from imaging.services.indexer import index_forever
+
+        context = multiprocessing.get_context("spawn")
+        self.queue = context.JoinableQueue(self.QUEUED)
+        # The indexer is a fresh interpreter: it is told the database and data directory this
+        # process uses (tests point both elsewhere than the settings module says).
+        setup = {"database": connection.settings_dict["NAME"], "data_dir": str(settings.PORTAL_DATA_DIR)}
+        self.indexer = context.Process(
+            target=index_forever, args=(self.queue, setup, os.getpid()), name="dicom-indexer", daemon=True
+        )
         self.indexer.start()
+
+    def _indexer_alive(self) -> None:
+        with self.lock:
+            if not self.indexer.is_alive():
+                # What its queue held stays in the spool; each run's end indexes what is left there.
+                logger.error(
+                    "DICOM receiver: the indexer process stopped (exit %s); starting another",
+                    self.indexer.exitcode,
+                )
+                self._start_indexer()
 
     def _run_of(self, event) -> IngestRun | None:
         key = id(event.assoc)
@@ -106,6 +129,10 @@ class Receiver:
         # pynetdicom polls its socket every millisecond between events; during an association a
         # shorter pause answers each C-STORE sooner (the modality waits for every answer).
         event.assoc.dul._run_loop_delay = 0.0001
+        # Each answer is a small write the modality waits for: send it at once (no Nagle delay).
+        connection_socket = getattr(event.assoc.dul.socket, "socket", None)
+        if connection_socket is not None:
+            connection_socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handle_store(self, event) -> int:
         close_old_connections()
@@ -117,28 +144,30 @@ class Receiver:
                 )
                 return UNKNOWN_DESTINATION
             key = id(event.assoc)
-            buffer = io.BytesIO()
-            buffer.write(b"\0" * 128 + b"DICM")
-            write_file_meta_info(buffer, event.file_meta)
-            buffer.write(event.request.DataSet.getvalue())
-            data = buffer.getvalue()
+            self._indexer_alive()
+            request = event.request
+            data = (
+                part10_header(
+                    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID, event.context.transfer_syntax
+                )
+                + request.DataSet.getvalue()
+            )
             with self.lock:
                 self.sequence[key] += 1
                 number = self.sequence[key]
             name = f"C-STORE {event.request.AffectedSOPInstanceUID}"
             path = self.spool / f"run-{run.pk}" / f"{number:08d}.dcm"
-            try:
-                dataset = read_dataset(path, data)
-            except Rejected as exc:
-                with self.lock:
-                    run.report.append({"file": name, "outcome": "rejected", "reason": str(exc)})
+            with self.lock:
+                batch = self.batches[key]
+            refused = batch.check(name, path, data)  # read through and checked; described later
+            if refused is not None:
+                self.queue.put(("entry", run.pk, {**refused, "outcome": "rejected"}))
                 return CANNOT_UNDERSTAND
             with open(path, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())  # answered "stored": on disk, whatever happens next
-            held = (data, dataset) if len(data) <= self.HELD else ()
-            self.queue.put((key, (name, path, *held)))
+            self.queue.put(("store", run.pk, (name, path)))
             return SUCCESS
         except Exception:  # one bad instance must not end the association
             logger.exception("C-STORE failed")
@@ -147,67 +176,131 @@ class Receiver:
             close_old_connections()
 
     def handle_closed(self, event) -> None:
-        with self.lock:
-            known = id(event.assoc) in self.runs
-        if known:
-            self.queue.put((id(event.assoc), None))  # after the association's instances
-
-    # --- the indexer thread ---------------------------------------------------------------------
-
-    def _index_forever(self) -> None:
-        while True:
-            waiting = [self.queue.get()]
-            while len(waiting) < BATCH_FILES:
-                try:
-                    waiting.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            close_old_connections()
-            try:
-                self._index(waiting)
-            except Exception:  # the spool keeps the files: indexed when the receiver starts again
-                logger.exception("DICOM receiver: indexing failed; the instances stay in %s", self.spool)
-            finally:
-                close_old_connections()
-                for _ in waiting:
-                    self.queue.task_done()
-
-    def drain(self) -> None:
-        """Wait until everything received so far is indexed (and ended associations' runs closed)."""
-        self.queue.join()
-
-    def _index(self, waiting: list) -> None:
-        group: list = []
-        group_key = None
-        for key, item in waiting + [(None, None)]:
-            if group and (key != group_key or item is None):
-                self._index_group(group_key, group)
-                group = []
-            if key is None:
-                break
-            if item is None:
-                self._finish(key)
-            else:
-                group_key = key
-                group.append(item)
-
-    def _index_group(self, key: int, items: list) -> None:
-        with self.lock:
-            run, batch = self.runs[key], self.batches[key]
-        entries = batch.ingest(items)
-        for item in items:
-            item[1].unlink(missing_ok=True)
-        with self.lock:
-            run.report.extend(entries)
-
-    def _finish(self, key: int) -> None:
+        key = id(event.assoc)
         with self.lock:
             run = self.runs.pop(key, None)
             self.batches.pop(key, None)
             self.sequence.pop(key, None)
         if run is not None:
+            self.queue.put(("finish", run.pk, None))  # after the association's instances
+
+    def drain(self) -> None:
+        """Wait until everything received so far is indexed (and ended associations' runs closed)."""
+        done = threading.Event()
+        threading.Thread(target=lambda: (self.queue.join(), done.set()), daemon=True).start()
+        while not done.wait(0.2):
+            if not self.indexer.is_alive():
+                raise RuntimeError(
+                    "the DICOM indexer process stopped; what it had not stored is in the spool"
+                )
+
+    def stop(self) -> None:
+        self.drain()
+        self.queue.put(None)
+        self.indexer.join(timeout=30)
+
+
+# --- the indexer process ---------------------------------------------------------------------------
+
+GATHER_SECONDS = 0.05  # how long the indexer waits for more instances before a transaction
+
+
+def index_loop(work, setup: dict, parent: int) -> None:
+    """The indexer process (`indexer.index_forever`): store what the receiver spooled, in
+    batches, in arrival order."""
+    connection.settings_dict["NAME"] = setup["database"]
+    settings.PORTAL_DATA_DIR = setup["data_dir"]
+    runs: dict[int, tuple[IngestRun, IngestBatch]] = {}
+    while True:
+        try:
+            first = work.get(timeout=1)
+        except queue.Empty:
+            if os.getppid() != parent:  # the receiver is gone
+                return
+            continue
+        if first is None:
+            work.task_done()
+            return
+        waiting = [first]
+        deadline = time.monotonic() + GATHER_SECONDS  # one transaction for what comes meanwhile
+        while len(waiting) < BATCH_FILES and waiting[-1][0] == "store":
+            try:
+                waiting.append(work.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        close_old_connections()
+        try:
+            _index(waiting, runs)
+        except Exception:  # the spool keeps the files: indexed when the receiver starts again
+            logger.exception("DICOM receiver: indexing failed; the instances stay in the spool")
+        finally:
+            close_old_connections()
+            for _ in waiting:
+                work.task_done()
+
+
+def _index(waiting: list, runs: dict) -> None:
+    def run_of(pk: int) -> tuple[IngestRun, IngestBatch]:
+        if pk not in runs:
+            run = IngestRun.objects.get(pk=pk)
+            runs[pk] = (run, IngestBatch(run, move=True))
+        return runs[pk]
+
+    group: list = []
+    group_run = None
+    for message in [*waiting, None]:
+        if group and (message is None or message[0] != "store" or message[1] != group_run):
+            run, batch = run_of(group_run)
+            run.report.extend(batch.ingest(group))  # moved into place, or left to be removed
+            for _, path in group:
+                path.unlink(missing_ok=True)
+            group = []
+        if message is None:
+            break
+        kind, pk, payload = message
+        if kind == "store":
+            group_run = pk
+            group.append(payload)
+        elif kind == "entry":
+            run_of(pk)[0].report.append(payload)
+        elif kind == "finish":
+            run, batch = run_of(pk)
+            folder = Path(settings.PORTAL_DATA_DIR) / "dicom-spool" / f"run-{pk}"
+            # spooled instances whose message was lost (an indexer that stopped): indexed now
+            _ingest_spooled(run, batch, sorted(folder.glob("*.dcm")))
             finish_run(run)
-            shutil.rmtree(self.spool / f"run-{run.pk}", ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            del runs[pk]
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2sHL", tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _uid(value) -> bytes:
+    raw = str(value).encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def part10_header(sop_class, sop_instance, transfer_syntax) -> bytes:
+    """Preamble, "DICM" and the file meta (PS3.10 7.1) for a data set received by C-STORE, as
+    pydicom's `write_file_meta_info` would write them (made directly: this is per instance)."""
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+    version = PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")
+    body = b"".join(
+        (
+            _element(0x00020001, b"OB", b"\x00\x01"),
+            _element(0x00020002, b"UI", _uid(sop_class)),
+            _element(0x00020003, b"UI", _uid(sop_instance)),
+            _element(0x00020010, b"UI", _uid(transfer_syntax)),
+            _element(0x00020012, b"UI", _uid(PYNETDICOM_IMPLEMENTATION_UID)),
+            _element(0x00020013, b"SH", version + b" " if len(version) % 2 else version),
+        )
+    )
+    return b"\0" * 128 + b"DICM" + _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
 
 
 def finish_run(run: IngestRun, note: str = "") -> None:
@@ -223,6 +316,14 @@ def finish_run(run: IngestRun, note: str = "") -> None:
     refresh_counts(run.project_id, {e["study"] for e in run.report if e.get("study")})
 
 
+def _ingest_spooled(run: IngestRun, batch: IngestBatch, files: list[Path]) -> None:
+    for start in range(0, len(files), BATCH_FILES):
+        chunk = files[start : start + BATCH_FILES]
+        run.report.extend(batch.ingest([(f"C-STORE (spooled) {path.name}", path) for path in chunk]))
+        for path in chunk:
+            path.unlink(missing_ok=True)
+
+
 def recover() -> int:
     """Index what a receiver that stopped left in the spool, into the runs it belongs to; returns
     how many instances were taken."""
@@ -234,12 +335,7 @@ def recover() -> int:
             logger.warning("DICOM receiver: %s belongs to no ingest run; left as it is", folder)
             continue
         files = sorted(folder.glob("*.dcm"))
-        batch = IngestBatch(run, move=True)
-        for start in range(0, len(files), BATCH_FILES):
-            chunk = files[start : start + BATCH_FILES]
-            run.report.extend(batch.ingest([(f"C-STORE (spooled) {path.name}", path) for path in chunk]))
-            for path in chunk:
-                path.unlink(missing_ok=True)
+        _ingest_spooled(run, IngestBatch(run, move=True), files)
         taken += len(files)
         finish_run(run, note=", completed after the receiver restarted")
         shutil.rmtree(folder, ignore_errors=True)
@@ -277,7 +373,7 @@ def build_server(port: int | None = None, ae_title: str | None = None, *, block:
 
         def shutdown() -> None:
             stop()
-            receiver.drain()
+            receiver.stop()
 
         server.shutdown, server.receiver = shutdown, receiver
     return server
