@@ -203,6 +203,7 @@ class Receiver:
 # --- the indexer process ---------------------------------------------------------------------------
 
 GATHER_SECONDS = 0.05  # how long the indexer waits for more instances before a transaction
+RETRIES = 60  # attempts, a second apart, before a batch is left to the next start
 
 
 def index_loop(work, setup: dict, parent: int) -> None:
@@ -228,14 +229,25 @@ def index_loop(work, setup: dict, parent: int) -> None:
                 waiting.append(work.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 break
-        close_old_connections()
+        taken = len(waiting)
         try:
-            _index(waiting, runs)
-        except Exception:  # the spool keeps the files: indexed when the receiver starts again
-            logger.exception("DICOM receiver: indexing failed; the instances stay in the spool")
+            for attempt in range(RETRIES):
+                close_old_connections()
+                try:
+                    _index(waiting, runs)
+                    break
+                except Exception:  # e.g. the database away for a moment: the spool keeps the files
+                    logger.exception(
+                        "DICOM receiver: indexing failed (attempt %d of %d)", attempt + 1, RETRIES
+                    )
+                    time.sleep(1)
+                    # what was stored before the failure has left the spool: not again
+                    waiting = [m for m in waiting if m[0] != "store" or m[2][1].exists()]
+            else:
+                logger.error("DICOM receiver: gave up; the spool is indexed when the receiver starts again")
         finally:
             close_old_connections()
-            for _ in waiting:
+            for _ in range(taken):
                 work.task_done()
 
 
