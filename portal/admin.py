@@ -11,7 +11,8 @@ admin.site.site_title = "Portal admin"
 
 @admin.register(User)
 class PortalUserAdmin(UserAdmin):
-    list_display = ("username", "email", "first_name", "last_name", "is_staff", "is_active", "last_login")
+    list_display = ("username", "email", "first_name", "last_name", "is_staff", "is_active",
+                    "last_login")
     list_filter = ("is_staff", "is_superuser", "is_active", "groups")
     search_fields = ("username", "first_name", "last_name", "email", "oidc_subject")
     fieldsets = (*UserAdmin.fieldsets, ("Single sign-on", {"fields": ("oidc_subject",)}))
@@ -54,29 +55,12 @@ class AuditEventAdmin(AppendOnlyAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "user",
-        "scopes",
-        "hint",
-        "created_at",
-        "expires_at",
-        "revoked_at",
-        "last_used_at",
-    )
+    list_display = ("name", "user", "scopes", "hint", "created_at", "expires_at", "revoked_at",
+                    "last_used_at")
     list_filter = ("revoked_at", "expires_at", "created_at")
     search_fields = ("name", "user__username", "hint")
-    readonly_fields = (
-        "user",
-        "name",
-        "scopes",
-        "hint",
-        "access_token",
-        "created_at",
-        "expires_at",
-        "revoked_at",
-        "last_used_at",
-    )
+    readonly_fields = ("user", "name", "scopes", "hint", "access_token", "created_at",
+                       "expires_at", "revoked_at", "last_used_at")
 
     def has_add_permission(self, request):
         return False  # tokens are made on the profile page, where the secret is shown once

@@ -28,10 +28,10 @@ websocket_urlpatterns = [
     path("ws/metadata/projects/<int:project_pk>/", SheetConsumer.as_asgi()),
 ]
 
-application = ProtocolTypeRouter(
-    {
-        # Slide tiles are answered in front of Django (no middleware, no query per tile).
-        "http": TileServer(django_asgi_app),
-        "websocket": PortalOriginValidator(PortalAuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-    }
-)
+application = ProtocolTypeRouter({
+    # Slide tiles are answered in front of Django (no middleware, no query per tile).
+    "http": TileServer(django_asgi_app),
+    "websocket": PortalOriginValidator(
+        PortalAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    ),
+})

@@ -40,8 +40,7 @@ def _heartbeat_loop(hostname: str, queues: list[str]) -> None:
     while not _stop_heartbeat.is_set():
         try:
             client.set(
-                key,
-                json.dumps({"time": time.time(), "queues": queues}),
+                key, json.dumps({"time": time.time(), "queues": queues}),
                 ex=max(settings.PORTAL_WORKER_HEARTBEAT_MAX_AGE, 1),
             )
         except redis.RedisError:
@@ -57,9 +56,7 @@ def _heartbeat_loop(hostname: str, queues: list[str]) -> None:
 def start_heartbeat(sender, **kwargs) -> None:
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
     threading.Thread(
-        target=_heartbeat_loop,
-        args=(sender.hostname, queues),
-        name="portal-heartbeat",
+        target=_heartbeat_loop, args=(sender.hostname, queues), name="portal-heartbeat",
         daemon=True,
     ).start()
 

@@ -111,7 +111,8 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
     def _visible_job_payload(self, job_id: int) -> dict | None:
         from portal.services.jobs import job_payload
 
-        job = Job.objects.for_user(self.user, "view").select_related("target_type").filter(pk=job_id).first()
+        job = (Job.objects.for_user(self.user, "view").select_related("target_type")
+               .filter(pk=job_id).first())
         return job_payload(job) if job else None
 
     @database_sync_to_async

@@ -18,10 +18,8 @@ from pathlib import Path
 
 from portal.embedded import DEFAULT_STATE_ROOT, REPO_ROOT, EmbeddedStack
 
-DEMO_USERS = (
-    ("admin", "admin-demo-password", "administrator"),
-    ("researcher", "researcher-demo-password", "researcher"),
-)
+DEMO_USERS = (("admin", "admin-demo-password", "administrator"),
+              ("researcher", "researcher-demo-password", "researcher"))
 
 
 def _python(*args: str) -> list[str]:
@@ -77,59 +75,25 @@ def run() -> int:
     try:
         subprocess.run(_python("manage.py", "migrate", "--noinput"), cwd=REPO_ROOT, check=True)
         subprocess.run(_python("manage.py", "load_demo_data"), cwd=REPO_ROOT, check=True)
-        processes.append(
-            subprocess.Popen(
-                _python(
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal",
-                    "worker",
-                    "-Q",
-                    "default,tiles,crypto,gpu",
-                    "--concurrency",
-                    os.environ.get("PORTAL_WORKER_CONCURRENCY", "2"),
-                    "--loglevel",
-                    "INFO",
-                    "--hostname",
-                    "dev-worker@%h",
+        processes.append(subprocess.Popen(
+            _python("-m", "celery", "-A", "portal", "worker", "-Q", "default,tiles,crypto,gpu",
+                    "--concurrency", os.environ.get("PORTAL_WORKER_CONCURRENCY", "2"),
+                    "--loglevel", "INFO", "--hostname", "dev-worker@%h",
                     # beat inside the worker (periodic scrub, jobs of lost workers); one process
                     # fewer than production, where beat runs on its own
-                    "--beat",
-                    "--schedule",
-                    str(Path(state) / "celerybeat-schedule"),
-                ),
-                cwd=REPO_ROOT,
-                start_new_session=True,
-            )
-        )
+                    "--beat", "--schedule", str(Path(state) / "celerybeat-schedule")),
+            cwd=REPO_ROOT, start_new_session=True,
+        ))
         # DICOM from scanners: the receiver on PORTAL_DICOM_PORT (11112), called as PROJECT<id>.
-        processes.append(
-            subprocess.Popen(
-                _python(
-                    "manage.py", "dicom_receiver", "--port", os.environ.get("PORTAL_DICOM_PORT", "11112")
-                ),
-                cwd=REPO_ROOT,
-                start_new_session=True,
-            )
-        )
-        processes.append(
-            subprocess.Popen(
-                _python(
-                    "-m",
-                    "uvicorn",
-                    "portal.asgi:application",
-                    "--host",
-                    host,
-                    "--port",
-                    port,
-                    "--lifespan",
-                    "off",
-                ),
-                cwd=REPO_ROOT,
-                start_new_session=True,
-            )
-        )
+        processes.append(subprocess.Popen(
+            _python("manage.py", "dicom_receiver", "--port", os.environ.get("PORTAL_DICOM_PORT", "11112")),
+            cwd=REPO_ROOT, start_new_session=True,
+        ))
+        processes.append(subprocess.Popen(
+            _python("-m", "uvicorn", "portal.asgi:application", "--host", host, "--port", port,
+                    "--lifespan", "off"),
+            cwd=REPO_ROOT, start_new_session=True,
+        ))
         url = f"http://{host}:{port}/"
         if not _wait_for(url + "healthz", processes):
             print("The web server did not come up; see the output above.", file=sys.stderr)

@@ -116,16 +116,9 @@ class EmbeddedPostgres:
             pwd.getpwnam(POSTGRES_SYSTEM_USER)
         except KeyError:
             subprocess.run(
-                [
-                    "useradd",
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    POSTGRES_SYSTEM_USER,
-                ],
-                check=True,
-                capture_output=True,
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 POSTGRES_SYSTEM_USER],
+                check=True, capture_output=True,
             )
         return {"user": POSTGRES_SYSTEM_USER, "group": POSTGRES_SYSTEM_USER}
 
@@ -150,8 +143,7 @@ class EmbeddedPostgres:
     def is_running(self) -> bool:
         result = subprocess.run(
             [str(self.bin / "pg_ctl"), "status", "-D", str(self.data)],
-            capture_output=True,
-            **self._run_as(),
+            capture_output=True, **self._run_as(),
         )
         return result.returncode == 0
 
@@ -168,21 +160,10 @@ class EmbeddedPostgres:
             self._chown_tree(self.root, who)
             try:
                 subprocess.run(
-                    [
-                        str(self.bin / "initdb"),
-                        "-D",
-                        str(self.data),
-                        "-U",
-                        "postgres",
-                        "--auth=scram-sha-256",
-                        f"--pwfile={pwfile}",
-                        "--encoding=UTF8",
-                        "--locale=C.UTF-8",
-                    ],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    **who,
+                    [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                     "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8",
+                     "--locale=C.UTF-8"],
+                    check=True, capture_output=True, text=True, **who,
                 )
             except subprocess.CalledProcessError as exc:
                 raise EmbeddedServiceError(f"initdb failed: {exc.stderr.strip()}") from exc
@@ -202,23 +183,9 @@ class EmbeddedPostgres:
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         result = subprocess.run(
-            [
-                str(self.bin / "pg_ctl"),
-                "start",
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-o",
-                options,
-            ],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            **who,
+            [str(self.bin / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
+             "-l", str(self.log), "-o", options],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, **who,
         )
         if result.returncode != 0:
             tail = self.log.read_text()[-2000:] if self.log.exists() else result.stderr
@@ -231,7 +198,9 @@ class EmbeddedPostgres:
 
         url = self.config.database_url.rsplit("/", 1)[0] + "/postgres"
         with psycopg.connect(url, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
 
@@ -239,8 +208,7 @@ class EmbeddedPostgres:
         if (self.data / "PG_VERSION").exists() and self.is_running():
             subprocess.run(
                 [str(self.bin / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data)],
-                capture_output=True,
-                **self._run_as(),
+                capture_output=True, **self._run_as(),
             )
 
 
@@ -282,7 +250,7 @@ class EmbeddedRedis:
         conf = self.root / "redis.conf"
         conf.write_text(
             f"bind 127.0.0.1\nport {self.config.redis_port}\ndir {self.root}\n"
-            f'pidfile {self.pidfile}\nlogfile {self.log}\ndaemonize yes\nsave ""\n'
+            f"pidfile {self.pidfile}\nlogfile {self.log}\ndaemonize yes\nsave \"\"\n"
             f"appendonly no\nrequirepass {self.config.redis_password}\n"
         )
         conf.chmod(0o600)

@@ -12,8 +12,7 @@ class ApiTokenForm(forms.Form):
         max_length=100, help_text="So you recognise it later, e.g. “laptop upload script”."
     )
     scopes = forms.MultipleChoiceField(
-        choices=[],
-        widget=forms.CheckboxSelectMultiple,
+        choices=[], widget=forms.CheckboxSelectMultiple,
         help_text="What the token may do. Choose the fewest that work.",
     )
     expires_on = forms.DateField(
@@ -27,7 +26,7 @@ class ApiTokenForm(forms.Form):
             (name, f"{name} – {settings.PORTAL_TOKEN_SCOPES[name]}") for name in allowed_scopes
         ]
         self.fields["scopes"].initial = ["read"]
-        self.fields["expires_on"].initial = timezone.localdate() + dt.timedelta(days=90)
+        self.fields["expires_on"].initial = (timezone.localdate() + dt.timedelta(days=90))
 
     def expires_at(self) -> dt.datetime:
         day = self.cleaned_data["expires_on"]

@@ -54,5 +54,7 @@ def restricted_models() -> list[type[models.Model]]:
     from django.apps import apps
 
     return [
-        model for model in apps.get_models() if isinstance(model._default_manager.all(), RestrictedQuerySet)
+        model
+        for model in apps.get_models()
+        if isinstance(model._default_manager.all(), RestrictedQuerySet)
     ]

@@ -34,12 +34,8 @@ def audit_logout(sender, request, user, **kwargs) -> None:
 
 @receiver(user_login_failed)
 def audit_login_failed(sender, credentials, request=None, **kwargs) -> None:
-    record_audit_event(
-        "auth.login_failed",
-        request=request,
-        username=str(credentials.get("username", ""))[:150],
-        method="password",
-    )
+    record_audit_event("auth.login_failed", request=request,
+                       username=str(credentials.get("username", ""))[:150], method="password")
 
 
 @receiver(pre_save, sender=User)
@@ -47,7 +43,9 @@ def remember_privileges(sender, instance, **kwargs) -> None:
     if instance.pk is None:
         instance._old_privileges = None
         return
-    instance._old_privileges = User.objects.filter(pk=instance.pk).values(*PRIVILEGE_FIELDS).first()
+    instance._old_privileges = (
+        User.objects.filter(pk=instance.pk).values(*PRIVILEGE_FIELDS).first()
+    )
 
 
 @receiver(post_save, sender=User)
@@ -69,11 +67,10 @@ def _audit_m2m(relation: str):
         if action not in ("post_add", "post_remove", "post_clear"):
             return
         record_audit_event(
-            "permission.changed",
-            obj=instance,
-            changes={relation: {"action": action.removeprefix("post_"), "ids": sorted(pk_set or [])}},
+            "permission.changed", obj=instance,
+            changes={relation: {"action": action.removeprefix("post_"),
+                                "ids": sorted(pk_set or [])}},
         )
-
     return handler
 
 

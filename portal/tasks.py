@@ -13,10 +13,7 @@ from portal.services.jobs import JobError, fail_orphaned_jobs, job_task, start_j
 
 class ScrubParams(serializers.Serializer):
     rate_limit_mb_s = serializers.FloatField(
-        required=False,
-        allow_null=True,
-        min_value=0.1,
-        max_value=100000,
+        required=False, allow_null=True, min_value=0.1, max_value=100000,
         help_text="Read at most this many MiB per second (empty: as fast as the disk allows).",
     )
 

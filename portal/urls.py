@@ -11,19 +11,18 @@ from portal import health, views
 portal_patterns = (
     [
         path("", views.HomeView.as_view(), name="home"),
-        path(
-            "accounts/login/",
-            auth_views.LoginView.as_view(template_name="portal/login.html", redirect_authenticated_user=True),
-            name="login",
-        ),
+        path("accounts/login/", auth_views.LoginView.as_view(
+            template_name="portal/login.html", redirect_authenticated_user=True), name="login"),
         path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
         path("profile/", views.ProfileView.as_view(), name="profile"),
         path("profile/tokens/<int:pk>/revoke/", views.TokenRevokeView.as_view(), name="token-revoke"),
         path("jobs/", views.JobListView.as_view(), name="job-list"),
         path("jobs/start/", views.JobActionView.as_view(), {"verb": "start"}, name="job-start"),
         path("jobs/<int:pk>/", views.JobDetailView.as_view(), name="job-detail"),
-        path("jobs/<int:pk>/cancel/", views.JobActionView.as_view(), {"verb": "cancel"}, name="job-cancel"),
-        path("jobs/<int:pk>/retry/", views.JobActionView.as_view(), {"verb": "retry"}, name="job-retry"),
+        path("jobs/<int:pk>/cancel/", views.JobActionView.as_view(), {"verb": "cancel"},
+             name="job-cancel"),
+        path("jobs/<int:pk>/retry/", views.JobActionView.as_view(), {"verb": "retry"},
+             name="job-retry"),
     ],
     "portal",
 )

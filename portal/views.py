@@ -34,7 +34,9 @@ class HomeView(LoginRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context["recent_jobs"] = Job.objects.for_user(self.request.user).select_related("created_by")[:5]
+        context["recent_jobs"] = (
+            Job.objects.for_user(self.request.user).select_related("created_by")[:5]
+        )
         return context
 
 
@@ -45,16 +47,9 @@ class ProfileView(LoginRequiredMixin, View):
 
     def _render(self, request, form, new_secret=None, status=200):
         tokens = ApiToken.objects.for_user(request.user)
-        return render(
-            request,
-            self.template_name,
-            {
-                "form": form,
-                "tokens": tokens,
-                "new_secret": new_secret,
-            },
-            status=status,
-        )
+        return render(request, self.template_name, {
+            "form": form, "tokens": tokens, "new_secret": new_secret,
+        }, status=status)
 
     def get(self, request):
         form = ApiTokenForm(allowed_scopes=token_service.allowed_scopes(request.user))
@@ -66,11 +61,8 @@ class ProfileView(LoginRequiredMixin, View):
             return self._render(request, form, status=400)
         try:
             token, secret = token_service.create_api_token(
-                request.user,
-                name=form.cleaned_data["name"],
-                scopes=form.cleaned_data["scopes"],
-                expires_at=form.expires_at(),
-                request=request,
+                request.user, name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
+                expires_at=form.expires_at(), request=request,
             )
         except token_service.TokenError as exc:
             form.add_error(None, str(exc))

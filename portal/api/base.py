@@ -22,10 +22,14 @@ class StrictSerializerMixin:
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            writable = {name for name, field in self.fields.items() if not field.read_only}
+            writable = {
+                name for name, field in self.fields.items() if not field.read_only
+            }
             unknown = sorted(set(data) - writable)
             if unknown:
-                raise exceptions.ValidationError({name: ["Unknown field."] for name in unknown})
+                raise exceptions.ValidationError(
+                    {name: ["Unknown field."] for name in unknown}
+                )
         return super().to_internal_value(data)
 
 

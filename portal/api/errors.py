@@ -53,7 +53,9 @@ def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge()
     elif isinstance(exc, ValidationError):
-        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -65,8 +67,7 @@ def exception_handler(exc, context):
         errors = _flatten(exc.detail)
         non_field = errors.get("non_field_errors")
         data = {
-            "detail": non_field[0]
-            if non_field and len(errors) == 1
+            "detail": non_field[0] if non_field and len(errors) == 1
             else "The request has invalid fields; see `errors`.",
             "code": "invalid",
             "errors": errors,

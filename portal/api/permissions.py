@@ -40,6 +40,8 @@ class PortalPermission(permissions.BasePermission):
         if granted is not None:
             missing = [s for s in scopes_required(view, request.method) if s not in granted]
             if missing:
-                self.message = f"Your token lacks the scope(s) {', '.join(missing)} needed for this request."
+                self.message = (
+                    f"Your token lacks the scope(s) {', '.join(missing)} needed for this request."
+                )
                 return False
         return True

@@ -11,5 +11,6 @@ class PortalTokenScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "A personal API token from your profile page. Scopes: read, write, upload, admin.",
+            "description": "A personal API token from your profile page. Scopes: read, write, "
+                           "upload, admin.",
         }

@@ -32,29 +32,10 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id",
-            "url",
-            "kind",
-            "label",
-            "state",
-            "progress",
-            "message",
-            "params",
-            "log",
-            "error",
-            "traceback",
-            "result",
-            "result_url",
-            "target",
-            "created_by",
-            "retry_of",
-            "cancel_requested",
-            "attempts",
-            "sequence",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "duration",
+            "id", "url", "kind", "label", "state", "progress", "message", "params", "log", "error",
+            "traceback", "result", "result_url", "target", "created_by", "retry_of",
+            "cancel_requested", "attempts", "sequence", "created_at", "started_at",
+            "finished_at", "duration",
         ]
         read_only_fields = fields
 
@@ -65,13 +46,8 @@ class JobSerializer(serializers.ModelSerializer):
             data["params"] = shown
         return data
 
-    @extend_schema_field(
-        {
-            "type": "object",
-            "nullable": True,
-            "properties": {"type": {"type": "string"}, "id": {"type": "integer"}},
-        }
-    )
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "type": {"type": "string"}, "id": {"type": "integer"}}})
     def get_target(self, job: Job) -> dict | None:
         if not job.target_type_id:
             return None
@@ -121,25 +97,15 @@ class JobKindSerializer(serializers.Serializer):
 class ApiTokenSerializer(StrictModelSerializer):
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=list(settings.PORTAL_TOKEN_SCOPES)),
-        source="scope_list",
-        allow_empty=False,
+        source="scope_list", allow_empty=False,
     )
     expires_at = serializers.DateTimeField(required=False)
     is_active = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = ApiToken
-        fields = [
-            "id",
-            "name",
-            "scopes",
-            "hint",
-            "created_at",
-            "expires_at",
-            "revoked_at",
-            "last_used_at",
-            "is_active",
-        ]
+        fields = ["id", "name", "scopes", "hint", "created_at", "expires_at", "revoked_at",
+                  "last_used_at", "is_active"]
         read_only_fields = ["id", "hint", "created_at", "revoked_at", "last_used_at", "is_active"]
 
     def validate_expires_at(self, value: dt.datetime) -> dt.datetime:
@@ -159,16 +125,6 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
 class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
-        fields = [
-            "id",
-            "timestamp",
-            "actor",
-            "actor_repr",
-            "action",
-            "object_type",
-            "object_id",
-            "object_repr",
-            "ip_address",
-            "details",
-        ]
+        fields = ["id", "timestamp", "actor", "actor_repr", "action", "object_type", "object_id",
+                  "object_repr", "ip_address", "details"]
         read_only_fields = fields

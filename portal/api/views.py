@@ -49,8 +49,7 @@ class JobViewSet(PortalReadOnlyViewSet, mixins.CreateModelMixin):
         serializer = JobStartSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         job = job_service.start_job(
-            serializer.validated_data["kind"],
-            user=request.user,
+            serializer.validated_data["kind"], user=request.user,
             params=serializer.validated_data["params"],
         )
         data = JobSerializer(job, context=self.get_serializer_context()).data
@@ -65,9 +64,8 @@ class JobViewSet(PortalReadOnlyViewSet, mixins.CreateModelMixin):
             job = job_service.request_cancel(self.get_object())
         except job_service.JobStateError as exc:
             raise Conflict(str(exc)) from exc
-        return Response(
-            JobSerializer(job, context=self.get_serializer_context()).data, status=status.HTTP_202_ACCEPTED
-        )
+        return Response(JobSerializer(job, context=self.get_serializer_context()).data,
+                        status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
@@ -114,12 +112,9 @@ class ApiTokenViewSet(PortalListCreateRetrieveDestroyViewSet):
         )
         try:
             token, secret = token_service.create_api_token(
-                request.user,
-                name=serializer.validated_data["name"],
-                scopes=serializer.validated_data["scope_list"],
-                expires_at=expires,
-                request=request,
-                granting_scopes=token_service.token_scopes(request.auth),
+                request.user, name=serializer.validated_data["name"],
+                scopes=serializer.validated_data["scope_list"], expires_at=expires,
+                request=request, granting_scopes=token_service.token_scopes(request.auth),
             )
         except token_service.TokenError as exc:
             raise exceptions.ValidationError({"non_field_errors": [str(exc)]}) from exc
@@ -161,17 +156,15 @@ class ApiRootView(APIView):
 
     @extend_schema(exclude=True)
     def get(self, request, format=None):
-        return Response(
-            {
-                "me": reverse("api:me", request=request, format=format),
-                "jobs": reverse("api:job-list", request=request, format=format),
-                "job-kinds": reverse("api:job-kinds", request=request, format=format),
-                "tokens": reverse("api:token-list", request=request, format=format),
-                "audit-events": reverse("api:auditevent-list", request=request, format=format),
-                "schema": reverse("api-schema", request=request, format=format),
-                "docs": reverse("api-docs", request=request, format=format),
-            }
-        )
+        return Response({
+            "me": reverse("api:me", request=request, format=format),
+            "jobs": reverse("api:job-list", request=request, format=format),
+            "job-kinds": reverse("api:job-kinds", request=request, format=format),
+            "tokens": reverse("api:token-list", request=request, format=format),
+            "audit-events": reverse("api:auditevent-list", request=request, format=format),
+            "schema": reverse("api-schema", request=request, format=format),
+            "docs": reverse("api-docs", request=request, format=format),
+        })
 
 
 class LinkListView(APIView):

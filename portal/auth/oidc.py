@@ -51,7 +51,9 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
 
     def _free_username(self, claims) -> str:
         base = (
-            claims.get(settings.OIDC_USERNAME_CLAIM) or (claims.get("email") or "").split("@")[0] or "user"
+            claims.get(settings.OIDC_USERNAME_CLAIM)
+            or (claims.get("email") or "").split("@")[0]
+            or "user"
         )[:140]
         candidate, n = base, 1
         while self.UserModel.objects.filter(username=candidate).exists():
@@ -88,12 +90,8 @@ class AuditedCallbackView(OIDCAuthenticationCallbackView):
     """The OIDC callback; a failed sign-in is audited (a successful one by the login signal)."""
 
     def login_failure(self):
-        record_audit_event(
-            "auth.login_failed",
-            request=self.request,
-            method="oidc",
-            reason=self.request.GET.get("error", "rejected"),
-        )
+        record_audit_event("auth.login_failed", request=self.request, method="oidc",
+                           reason=self.request.GET.get("error", "rejected"))
         return super().login_failure()
 
 

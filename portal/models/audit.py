@@ -20,12 +20,8 @@ class AuditEvent(models.Model):
 
     timestamp = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        related_name="+",
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+        db_constraint=False, related_name="+",
     )
     actor_repr = models.CharField(max_length=255, blank=True, default="")
     action = models.CharField(max_length=100, db_index=True)

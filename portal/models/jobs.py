@@ -51,7 +51,9 @@ class Job(models.Model):
     """
 
     kind = models.CharField(max_length=100, db_index=True)
-    state = models.CharField(max_length=20, choices=JobState.choices, default=JobState.QUEUED, db_index=True)
+    state = models.CharField(
+        max_length=20, choices=JobState.choices, default=JobState.QUEUED, db_index=True
+    )
     params = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0, help_text="Fraction done, 0..1.")
     message = models.CharField(max_length=500, blank=True, default="")
@@ -66,10 +68,7 @@ class Job(models.Model):
     target_id = models.BigIntegerField(null=True, blank=True)
     target = GenericForeignKey("target_type", "target_id")
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="jobs",
     )
     retry_of = models.ForeignKey(
@@ -91,7 +90,9 @@ class Job(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["target_type", "target_id"])]
         constraints = [
-            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_0_1")
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_0_1"
+            )
         ]
 
     def __str__(self) -> str:

@@ -20,14 +20,13 @@ class ApiToken(models.Model):
     Revoking deletes the access token (so it stops working at once) and keeps this row as a record.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
     name = models.CharField(max_length=100)
     scopes = models.CharField(max_length=200)
     access_token = models.OneToOneField(
-        "oauth2_provider.AccessToken",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
+        "oauth2_provider.AccessToken", null=True, blank=True, on_delete=models.SET_NULL,
         related_name="portal_token",
     )
     hint = models.CharField(max_length=8, help_text="Last characters of the secret.")

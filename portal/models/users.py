@@ -27,11 +27,7 @@ class User(AbstractUser):
     """
 
     oidc_subject = models.CharField(
-        "OIDC subject",
-        max_length=255,
-        blank=True,
-        default="",
-        db_index=True,
+        "OIDC subject", max_length=255, blank=True, default="", db_index=True,
         help_text="Stable identifier from the identity provider (empty for local accounts).",
     )
 

@@ -95,25 +95,24 @@ def scrub(
                     size += len(block)
                     done_bytes += len(block)
                     if rate_limit_mb_s:
-                        ahead = done_bytes / (rate_limit_mb_s * 1024 * 1024) - (time.monotonic() - started)
+                        ahead = done_bytes / (rate_limit_mb_s * 1024 * 1024) - (
+                            time.monotonic() - started
+                        )
                         if ahead > 0:
                             time.sleep(ahead)
-                    progress(
-                        min(done_bytes / total_bytes, 0.999), f"Checked {index - 1} of {len(files)} files"
-                    )
+                    progress(min(done_bytes / total_bytes, 0.999),
+                             f"Checked {index - 1} of {len(files)} files")
         except FileNotFoundError:
             missing.append(stored.path)
             continue
         if size != stored.size or digest.hexdigest() != stored.sha256:
-            damaged.append(
-                {
-                    "path": stored.path,
-                    "expected_size": stored.size,
-                    "actual_size": size,
-                    "expected_sha256": stored.sha256,
-                    "actual_sha256": digest.hexdigest(),
-                }
-            )
+            damaged.append({
+                "path": stored.path,
+                "expected_size": stored.size,
+                "actual_size": size,
+                "expected_sha256": stored.sha256,
+                "actual_sha256": digest.hexdigest(),
+            })
         else:
             verified += 1
             StoredFile.objects.filter(pk=stored.pk).update(last_verified_at=timezone.now())

@@ -121,15 +121,9 @@ def job_task(
             execute_job(self, job_id, func, retry_on)
 
         JOB_KINDS[kind] = JobKind(
-            name=kind,
-            label=label,
-            task=task,
-            queue=queue,
-            staff_only=staff_only,
-            generic_start=generic_start,
-            description=(func.__doc__ or "").strip().split("\n\n")[0],
-            params=params,
-            retry_on=retry_on,
+            name=kind, label=label, task=task, queue=queue, staff_only=staff_only,
+            generic_start=generic_start, description=(func.__doc__ or "").strip().split("\n\n")[0],
+            params=params, retry_on=retry_on,
         )
         func.task = task
         return func
@@ -168,8 +162,7 @@ def job_payload(job: Job) -> dict:
         "result_url": job.result_url,
         "target": (
             {"type": job.target_type.app_label + "." + job.target_type.model, "id": job.target_id}
-            if job.target_type_id
-            else None
+            if job.target_type_id else None
         ),
         "created_by": job.created_by_id,
         "created_at": job.created_at.isoformat(),
@@ -185,6 +178,8 @@ def save_and_publish(job: Job, fields: list[str]) -> None:
     job.sequence += 1
     job.save(update_fields=[*fields, "sequence"])
     publish(job_groups(job), {"type": "job.update", "job": job_payload(job)})
+
+
 
 
 # --- starting, cancelling, retrying -----------------------------------------------------------
@@ -213,7 +208,9 @@ def start_job(
         message="Waiting for a worker",
     )
     transaction.on_commit(
-        lambda: job_kind.task.apply_async(args=[job.pk], queue=job_kind.queue, task_id=job.celery_task_id)
+        lambda: job_kind.task.apply_async(
+            args=[job.pk], queue=job_kind.queue, task_id=job.celery_task_id
+        )
     )
     return job
 
@@ -324,14 +321,10 @@ def execute_job(task, job_id: int, func: Callable, retry_on: tuple) -> None:
         _finish(job, JobState.CANCELLED, message="Cancelled")
         return
     except SoftTimeLimitExceeded:
-        _finish(
-            job,
-            JobState.FAILED,
-            error=(
-                f"The job took longer than its time limit of {task.soft_time_limit} seconds and was stopped."
-            ),
-            traceback=traceback.format_exc(),
-        )
+        _finish(job, JobState.FAILED, error=(
+            f"The job took longer than its time limit of {task.soft_time_limit} seconds "
+            "and was stopped."
+        ), traceback=traceback.format_exc())
         return
     except JobError as exc:
         _finish(job, JobState.FAILED, error=str(exc), message="Failed")
@@ -340,40 +333,24 @@ def execute_job(task, job_id: int, func: Callable, retry_on: tuple) -> None:
         if task.request.retries < task.max_retries:
             retry_exc = exc
         else:
-            _finish(
-                job,
-                JobState.FAILED,
-                error=f"Failed after {job.attempts} attempts: {exc}",
-                traceback=traceback.format_exc(),
-                message="Failed",
-            )
+            _finish(job, JobState.FAILED, error=f"Failed after {job.attempts} attempts: {exc}",
+                    traceback=traceback.format_exc(), message="Failed")
             return
     except Exception as exc:
         logger.exception("job %s (%s) failed", job.pk, job.kind)
-        _finish(
-            job,
-            JobState.FAILED,
-            message="Failed",
-            traceback=traceback.format_exc(),
-            error=(
-                f"The job failed unexpectedly ({type(exc).__name__}). "
-                "An administrator can see the details on the job's page."
-            ),
-        )
+        _finish(job, JobState.FAILED, message="Failed", traceback=traceback.format_exc(), error=(
+            f"The job failed unexpectedly ({type(exc).__name__}). "
+            "An administrator can see the details on the job's page."
+        ))
         return
     if retry_exc is not None:
         job.state = JobState.QUEUED
         job.message = f"Retrying after a temporary error: {retry_exc}"[:500]
         save_and_publish(job, ["state", "message"])
-        raise task.retry(exc=retry_exc, countdown=min(2**task.request.retries, 60))
+        raise task.retry(exc=retry_exc, countdown=min(2 ** task.request.retries, 60))
     result = result or {}
-    _finish(
-        job,
-        JobState.SUCCEEDED,
-        progress=1.0,
-        message=str(result.get("summary") or "Done")[:500],
-        result=result,
-    )
+    _finish(job, JobState.SUCCEEDED, progress=1.0, message=str(result.get("summary") or "Done")[:500],
+            result=result)
 
 
 # --- jobs whose worker died -------------------------------------------------------------------
@@ -405,15 +382,11 @@ def _job_process_died(sender=None, task_id=None, exception=None, **kwargs) -> No
     if job is None:
         return
     if isinstance(exception, TimeLimitExceeded):
-        error = (
-            f"The job took longer than its hard time limit of {getattr(sender, 'time_limit', '?')} "
-            "seconds and was stopped."
-        )
+        error = (f"The job took longer than its hard time limit of {getattr(sender, 'time_limit', '?')} "
+                 "seconds and was stopped.")
     else:
-        error = (
-            "The process running this job stopped unexpectedly (for example, out of memory). "
-            "Retry it; if it fails again, an administrator can look at the worker's log."
-        )
+        error = ("The process running this job stopped unexpectedly (for example, out of memory). "
+                 "Retry it; if it fails again, an administrator can look at the worker's log.")
     fail_lost_job(job, error)
 
 
@@ -430,10 +403,8 @@ def fail_orphaned_jobs() -> list[int]:
     max_age = settings.PORTAL_WORKER_HEARTBEAT_MAX_AGE
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
     try:
-        alive = {
-            key.decode().removeprefix(HEARTBEAT_PREFIX)
-            for key in client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100)
-        }
+        alive = {key.decode().removeprefix(HEARTBEAT_PREFIX)
+                 for key in client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100)}
     finally:
         client.close()
     # A job started moments ago may belong to a worker whose first heartbeat is on its way.
@@ -441,13 +412,10 @@ def fail_orphaned_jobs() -> list[int]:
     failed = []
     running = Job.objects.filter(state=JobState.RUNNING, started_at__lt=settled).exclude(worker="")
     for job in running.exclude(worker__in=alive):
-        if fail_lost_job(
-            job,
-            (
-                f"The worker running this job ({job.worker}) stopped while it was running. "
-                "Retry it to run it again."
-            ),
-        ):
+        if fail_lost_job(job, (
+            f"The worker running this job ({job.worker}) stopped while it was running. "
+            "Retry it to run it again."
+        )):
             logger.warning("job %s failed: its worker %s is gone", job.pk, job.worker)
             failed.append(job.pk)
     return failed

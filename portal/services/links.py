@@ -55,4 +55,6 @@ def resolve_links(user, kind: str, ids: Iterable[int]) -> dict[int, dict]:
     wanted = sorted({int(i) for i in ids})
     resolver = _resolvers.get(kind)
     found = resolver(user, wanted) if resolver and wanted else {}
-    return {i: found[i].as_dict() if i in found else {"id": i, "found": False} for i in wanted}
+    return {
+        i: found[i].as_dict() if i in found else {"id": i, "found": False} for i in wanted
+    }

@@ -30,12 +30,7 @@ def allowed_scopes(user) -> list[str]:
 
 @transaction.atomic
 def create_api_token(
-    user,
-    *,
-    name: str,
-    scopes: list[str],
-    expires_at: dt.datetime,
-    request=None,
+    user, *, name: str, scopes: list[str], expires_at: dt.datetime, request=None,
     granting_scopes: list[str] | None = None,
 ) -> tuple[ApiToken, str]:
     """Create a token and return it with its secret, which is never retrievable again.
@@ -66,21 +61,11 @@ def create_api_token(
     set_token_value(access, secret)
     access.save()
     token = ApiToken.objects.create(
-        user=user,
-        name=name[:100],
-        scopes=" ".join(scopes),
-        access_token=access,
-        hint=secret[-4:],
-        expires_at=expires_at,
+        user=user, name=name[:100], scopes=" ".join(scopes), access_token=access,
+        hint=secret[-4:], expires_at=expires_at,
     )
-    record_audit_event(
-        "token.created",
-        actor=user,
-        request=request,
-        obj=token,
-        scopes=scopes,
-        expires_at=expires_at.isoformat(),
-    )
+    record_audit_event("token.created", actor=user, request=request, obj=token,
+                       scopes=scopes, expires_at=expires_at.isoformat())
     return token, secret
 
 

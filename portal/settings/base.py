@@ -195,12 +195,8 @@ OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"
 OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
 _oidc_idp_key_file = env.str("PORTAL_OIDC_IDP_KEY_FILE", default="")
 OAUTH2_PROVIDER = {
-    "SCOPES": {
-        "openid": "OpenID Connect",
-        "email": "Your e-mail address",
-        "profile": "Your name",
-        **PORTAL_TOKEN_SCOPES,
-    },
+    "SCOPES": {"openid": "OpenID Connect", "email": "Your e-mail address",
+               "profile": "Your name", **PORTAL_TOKEN_SCOPES},
     "DEFAULT_SCOPES": ["read"],
     "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
     "OIDC_ENABLED": bool(_oidc_idp_key_file),
@@ -283,17 +279,14 @@ CELERY_BEAT_SCHEDULE = {
 }
 if PORTAL_SCRUB_INTERVAL_HOURS > 0:
     CELERY_BEAT_SCHEDULE["integrity-scrub"] = {
-        "task": "portal.start_scheduled_scrub",
-        "schedule": PORTAL_SCRUB_INTERVAL_HOURS * 3600,
+        "task": "portal.start_scheduled_scrub", "schedule": PORTAL_SCRUB_INTERVAL_HOURS * 3600,
     }
 # Datasets whose time in the recycle bin (PORTAL_STORAGE_RETENTION_DAYS) is over are purged daily.
 CELERY_BEAT_SCHEDULE["purge-expired-datasets"] = {
-    "task": "storage.purge_expired_datasets",
-    "schedule": 24 * 3600.0,
+    "task": "storage.purge_expired_datasets", "schedule": 24 * 3600.0,
 }
 CELERY_BEAT_SCHEDULE["purge-expired-uploads"] = {
-    "task": "storage.purge_expired_upload_sessions",
-    "schedule": 6 * 3600.0,
+    "task": "storage.purge_expired_upload_sessions", "schedule": 6 * 3600.0,
 }
 # /readyz wants a worker heartbeat no older than this many seconds.
 PORTAL_WORKER_HEARTBEAT_MAX_AGE = env.int("PORTAL_WORKER_HEARTBEAT_MAX_AGE", default=30)
@@ -330,8 +323,7 @@ PATHOLOGY_INGRESS_SETTLE_SECONDS = env.int("PORTAL_INGRESS_SETTLE_SECONDS", defa
 # Tile requests keep who asked and whether they may see the slide for this many seconds.
 PATHOLOGY_TILE_CACHE_SECONDS = env.int("PORTAL_TILE_CACHE_SECONDS", default=10)
 CELERY_BEAT_SCHEDULE["scan-ingress"] = {
-    "task": "pathology.scan_ingress",
-    "schedule": max(5.0, PATHOLOGY_INGRESS_SETTLE_SECONDS / 3),
+    "task": "pathology.scan_ingress", "schedule": max(5.0, PATHOLOGY_INGRESS_SETTLE_SECONDS / 3),
 }
 
 # --- DICOM ----------------------------------------------------------------------------------------

@@ -9,11 +9,9 @@ from portal.models import User
 @pytest.fixture
 def make_user(db):
     def make(username: str, *, staff: bool = False, password: str = "pw-for-tests-1") -> User:
-        user = User.objects.create_user(
-            username=username, password=password, email=f"{username}@example.org", is_staff=staff
-        )
+        user = User.objects.create_user(username=username, password=password,
+                                        email=f"{username}@example.org", is_staff=staff)
         return user
-
     return make
 
 
@@ -44,5 +42,4 @@ def client_for():
         if user is not None:
             client.force_authenticate(user)
         return client
-
     return make

@@ -42,21 +42,11 @@ def test_admin_site_actions_are_audited(client, admin_user, owner):
     admin_user.is_superuser = True
     admin_user.save()
     client.force_login(admin_user)
-    response = client.post(
-        f"/admin/portal/user/{owner.pk}/change/",
-        {
-            "username": "owner",
-            "email": "owner@example.org",
-            "is_active": "on",
-            "date_joined_0": "2026-01-01",
-            "date_joined_1": "00:00:00",
-            "initial-date_joined_0": "2026-01-01",
-            "initial-date_joined_1": "00:00:00",
-            "first_name": "Olive",
-            "last_name": "",
-            "oidc_subject": "",
-        },
-    )
+    response = client.post(f"/admin/portal/user/{owner.pk}/change/", {
+        "username": "owner", "email": "owner@example.org", "is_active": "on",
+        "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00", "initial-date_joined_0": "2026-01-01",
+        "initial-date_joined_1": "00:00:00", "first_name": "Olive", "last_name": "", "oidc_subject": "",
+    })
     assert response.status_code == 302, response.content[:2000]
     event = AuditEvent.objects.filter(action="admin.change").get()
     assert event.actor == admin_user and event.object_id == str(owner.pk)
@@ -64,10 +54,8 @@ def test_admin_site_actions_are_audited(client, admin_user, owner):
 
 def test_audit_rows_cannot_be_changed_even_with_raw_sql(owner):
     event = record_audit_event("test.event", actor=owner)
-    for statement in (
-        "UPDATE portal_auditevent SET action = 'forged' WHERE id = %s",
-        "DELETE FROM portal_auditevent WHERE id = %s",
-    ):
+    for statement in ("UPDATE portal_auditevent SET action = 'forged' WHERE id = %s",
+                      "DELETE FROM portal_auditevent WHERE id = %s"):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(statement, [event.pk])
@@ -78,9 +66,8 @@ def test_audit_rows_cannot_be_changed_even_with_raw_sql(owner):
     assert AuditEvent.objects.get(pk=event.pk).action == "test.event"
 
 
-@pytest.mark.parametrize(
-    "role,status", [("anonymous", 401), ("stranger", 403), ("owner", 403), ("admin", 200)]
-)
+@pytest.mark.parametrize("role,status", [("anonymous", 401), ("stranger", 403), ("owner", 403),
+                                         ("admin", 200)])
 def test_audit_api_is_for_admins(role, status, client_for, owner, stranger, admin_user):
     users = {"anonymous": None, "stranger": stranger, "owner": owner, "admin": admin_user}
     record_audit_event("test.event", actor=owner)

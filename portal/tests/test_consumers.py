@@ -15,9 +15,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def connect_as(user: User) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(
-        application, "/ws/jobs/", headers=[(b"origin", b"http://testserver")]
-    )
+    communicator = WebsocketCommunicator(application, "/ws/jobs/",
+                                         headers=[(b"origin", b"http://testserver")])
     communicator.scope["user"] = user
     return communicator
 
@@ -61,8 +60,7 @@ def test_object_subscriptions_follow_view_rights_on_the_object():
         stored = await sync_to_async(StoredFile.objects.create)(path="a.bin", size=1, sha256="0" * 64)
         content_type = await sync_to_async(ContentType.objects.get_for_model)(StoredFile)
         job = await sync_to_async(Job.objects.create)(
-            kind="portal.scrub", target_type=content_type, target_id=stored.pk
-        )
+            kind="portal.scrub", target_type=content_type, target_id=stored.pk)
         outsider = connect_as(stranger)
         await joined(outsider)
         await outsider.send_json_to({"action": "subscribe", "object": "portal.storedfile", "id": stored.pk})
@@ -78,10 +76,7 @@ def test_object_subscriptions_follow_view_rights_on_the_object():
         assert (await watcher.receive_json_from(timeout=5))["job"]["message"] == "staff see every job"
         await watcher.send_json_to({"action": "subscribe", "object": "portal.storedfile", "id": stored.pk})
         assert (await watcher.receive_json_from(timeout=5)) == {
-            "type": "subscribed",
-            "object": "portal.storedfile",
-            "id": stored.pk,
-        }
+            "type": "subscribed", "object": "portal.storedfile", "id": stored.pk}
         await sync_to_async(publish)(job, "update")
         # In two groups (staff, object) but delivered once.
         assert (await watcher.receive_json_from(timeout=5))["job"]["message"] == "update"
@@ -95,7 +90,6 @@ def test_object_subscriptions_follow_view_rights_on_the_object():
 
 def test_an_idle_socket_still_hears_updates():
     """Sockets outlive several of the channel layer's blocking reads (5 s each) without updates."""
-
     async def scenario():
         _, job, socket = await owner_with_job_and_socket("idle")
         assert await socket.receive_nothing(timeout=11, interval=0.5)

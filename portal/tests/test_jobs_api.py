@@ -19,18 +19,12 @@ def users(owner, stranger, admin_user):
 
 @pytest.fixture
 def owned_job(owner):
-    return Job.objects.create(
-        kind="portal.scrub",
-        created_by=owner,
-        state=JobState.FAILED,
-        error="disk on fire",
-        traceback="Traceback: secret internals",
-    )
+    return Job.objects.create(kind="portal.scrub", created_by=owner, state=JobState.FAILED,
+                              error="disk on fire", traceback="Traceback: secret internals")
 
 
-@pytest.mark.parametrize(
-    "role,status", [("anonymous", 401), ("stranger", 404), ("owner", 200), ("admin", 200)]
-)
+@pytest.mark.parametrize("role,status", [("anonymous", 401), ("stranger", 404), ("owner", 200),
+                                         ("admin", 200)])
 def test_job_detail_by_role(role, status, users, owned_job, client_for):
     response = client_for(users[role]).get(f"/api/v1/jobs/{owned_job.pk}/")
     assert response.status_code == status
@@ -52,9 +46,8 @@ def test_job_list_anonymous_is_refused(client_for, owned_job):
     assert response.json()["code"] == "not_authenticated"
 
 
-@pytest.mark.parametrize(
-    "role,status", [("anonymous", 401), ("stranger", 404), ("owner", 409), ("admin", 409)]
-)
+@pytest.mark.parametrize("role,status", [("anonymous", 401), ("stranger", 404), ("owner", 409),
+                                         ("admin", 409)])
 def test_cancel_by_role(role, status, users, owned_job, client_for):
     # The job already failed: those who may act on it get a 409 explaining why not.
     assert client_for(users[role]).post(f"/api/v1/jobs/{owned_job.pk}/cancel/").status_code == status
@@ -89,9 +82,8 @@ def test_job_kinds_lists_what_the_user_may_start(client_for, stranger, admin_use
 
 def test_job_params_are_validated(client_for, admin_user):
     api = client_for(admin_user)
-    bad_type = api.post(
-        "/api/v1/jobs/", {"kind": "portal.scrub", "params": {"rate_limit_mb_s": "fast"}}, format="json"
-    )
+    bad_type = api.post("/api/v1/jobs/", {"kind": "portal.scrub", "params": {"rate_limit_mb_s": "fast"}},
+                        format="json")
     assert bad_type.status_code == 400
     assert "params.rate_limit_mb_s" in bad_type.json()["errors"]
     unknown = api.post("/api/v1/jobs/", {"kind": "portal.scrub", "params": {"speed": 1}}, format="json")
@@ -99,9 +91,8 @@ def test_job_params_are_validated(client_for, admin_user):
     assert not Job.objects.exists()
 
 
-@pytest.mark.parametrize(
-    "role,status", [("anonymous", 302), ("stranger", 404), ("owner", 200), ("admin", 200)]
-)
+@pytest.mark.parametrize("role,status", [("anonymous", 302), ("stranger", 404), ("owner", 200),
+                                         ("admin", 200)])
 def test_job_page_by_role(role, status, users, owned_job, client):
     if users[role] is not None:
         client.force_login(users[role])

@@ -13,13 +13,8 @@ def slides(owner):
 
     def resolve(user, ids):
         visible = {1} if user == owner else set()
-        return {
-            i: LinkTarget(
-                id=i, label=f"Slide {i}", url=f"/slides/{i}/", state="ready", object="pathology.slide"
-            )
-            for i in ids
-            if i in visible
-        }
+        return {i: LinkTarget(id=i, label=f"Slide {i}", url=f"/slides/{i}/", state="ready",
+                              object="pathology.slide") for i in ids if i in visible}
 
     register_link_type("slide", resolve)
     yield
@@ -29,20 +24,11 @@ def slides(owner):
 def test_links_resolve_for_the_user_asking(client, owner, stranger, slides):
     client.force_login(owner)
     body = client.get("/api/v1/links/slide/?ids=1,2").json()
-    assert body == {
-        "type": "slide",
-        "results": [
-            {
-                "id": 1,
-                "label": "Slide 1",
-                "url": "/slides/1/",
-                "state": "ready",
-                "object": "pathology.slide",
-                "found": True,
-            },
-            {"id": 2, "found": False},
-        ],
-    }
+    assert body == {"type": "slide", "results": [
+        {"id": 1, "label": "Slide 1", "url": "/slides/1/", "state": "ready", "object": "pathology.slide",
+         "found": True},
+        {"id": 2, "found": False},
+    ]}
     client.force_login(stranger)
     assert client.get("/api/v1/links/slide/?ids=1").json()["results"] == [{"id": 1, "found": False}]
 

@@ -27,22 +27,16 @@ def queries(call) -> int:
 def add_rows(user, count: int) -> None:
     stored_type = ContentType.objects.get_for_model(StoredFile)
     for index in range(count):
-        stored = StoredFile.objects.create(
-            path=f"f{user.pk}-{Job.objects.count()}-{index}.bin", size=1, sha256="0" * 64
-        )
+        stored = StoredFile.objects.create(path=f"f{user.pk}-{Job.objects.count()}-{index}.bin", size=1,
+                                           sha256="0" * 64)
         Job.objects.create(kind="portal.scrub", created_by=user, target_type=stored_type, target_id=stored.pk)
         record_audit_event("test.event", actor=user, obj=stored)
-        create_api_token(
-            user,
-            name=f"t{index}-{Job.objects.count()}",
-            scopes=["read"],
-            expires_at=timezone.now() + dt.timedelta(days=1),
-        )
+        create_api_token(user, name=f"t{index}-{Job.objects.count()}", scopes=["read"],
+                         expires_at=timezone.now() + dt.timedelta(days=1))
 
 
-@pytest.mark.parametrize(
-    "url", ["/api/v1/jobs/", "/api/v1/audit-events/", "/api/v1/tokens/", "/jobs/", "/profile/"]
-)
+@pytest.mark.parametrize("url", ["/api/v1/jobs/", "/api/v1/audit-events/", "/api/v1/tokens/", "/jobs/",
+                                 "/profile/"])
 def test_list_queries_do_not_grow_with_rows(url, admin_user, client):
     client.force_login(admin_user)
     add_rows(admin_user, 2)

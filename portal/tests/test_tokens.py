@@ -15,18 +15,16 @@ pytestmark = pytest.mark.django_db
 
 
 def token_for(user, scopes, days=1) -> str:
-    _, secret = create_api_token(
-        user, name="t", scopes=scopes, expires_at=timezone.now() + dt.timedelta(days=days)
-    )
+    _, secret = create_api_token(user, name="t", scopes=scopes,
+                                 expires_at=timezone.now() + dt.timedelta(days=days))
     return secret
 
 
 def test_profile_page_creates_a_token_shown_once(client, owner):
     client.force_login(owner)
     expires = (timezone.localdate() + dt.timedelta(days=30)).isoformat()
-    response = client.post(
-        "/profile/", {"name": "laptop", "scopes": ["read", "upload"], "expires_on": expires}
-    )
+    response = client.post("/profile/", {"name": "laptop", "scopes": ["read", "upload"],
+                                         "expires_on": expires})
     assert response.status_code == 200
     secret = response.context["new_secret"]
     assert secret.startswith("rdp_") and secret in response.content.decode()
@@ -60,12 +58,8 @@ def test_bearer_token_works_and_read_token_cannot_write(client, owner):
 
 def test_write_token_can_write(client, owner):
     secret = token_for(owner, ["read", "write"])
-    response = client.patch(
-        "/api/v1/me/",
-        {"first_name": "Ada"},
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {secret}",
-    )
+    response = client.patch("/api/v1/me/", {"first_name": "Ada"}, content_type="application/json",
+                            HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert response.status_code == 200
     owner.refresh_from_db()
     assert owner.first_name == "Ada"
@@ -93,16 +87,14 @@ def test_revoked_and_expired_tokens_stop_working(client, owner):
 def test_api_creates_tokens_but_never_more_rights_than_the_creating_token(client, owner):
     secret = token_for(owner, ["read", "write"])
     auth = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
-    created = client.post(
-        "/api/v1/tokens/", {"name": "ci", "scopes": ["read"]}, content_type="application/json", **auth
-    )
+    created = client.post("/api/v1/tokens/", {"name": "ci", "scopes": ["read"]},
+                          content_type="application/json", **auth)
     assert created.status_code == 201
     assert created.json()["token"].startswith("rdp_")
     listed = client.get("/api/v1/tokens/", **auth).json()["results"]
     assert all("token" not in row for row in listed)
-    escalate = client.post(
-        "/api/v1/tokens/", {"name": "more", "scopes": ["upload"]}, content_type="application/json", **auth
-    )
+    escalate = client.post("/api/v1/tokens/", {"name": "more", "scopes": ["upload"]},
+                           content_type="application/json", **auth)
     assert escalate.status_code == 400
     assert "scopes it has itself" in escalate.json()["detail"]
 
@@ -120,16 +112,10 @@ def test_users_see_and_revoke_only_their_own_tokens(client, owner, stranger):
 def test_token_expiry_is_bounded(client, owner, settings):
     client.force_login(owner)
     too_far = (timezone.now() + dt.timedelta(days=settings.PORTAL_TOKEN_MAX_DAYS + 2)).isoformat()
-    response = client.post(
-        "/api/v1/tokens/",
-        {"name": "x", "scopes": ["read"], "expires_at": too_far},
-        content_type="application/json",
-    )
+    response = client.post("/api/v1/tokens/", {"name": "x", "scopes": ["read"], "expires_at": too_far},
+                           content_type="application/json")
     assert response.status_code == 400
     past = (timezone.now() - dt.timedelta(days=1)).isoformat()
-    response = client.post(
-        "/api/v1/tokens/",
-        {"name": "x", "scopes": ["read"], "expires_at": past},
-        content_type="application/json",
-    )
+    response = client.post("/api/v1/tokens/", {"name": "x", "scopes": ["read"], "expires_at": past},
+                           content_type="application/json")
     assert response.status_code == 400 and "expires_at" in response.json()["errors"]

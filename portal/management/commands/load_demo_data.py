@@ -27,15 +27,13 @@ class Command(BaseCommand):
     help = "Create demo users (admin, researcher) and demo files in the data directory."
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--force", action="store_true", help="Also run when DEBUG is off (never on a production system)."
-        )
+        parser.add_argument("--force", action="store_true",
+                            help="Also run when DEBUG is off (never on a production system).")
 
     def handle(self, *args, force=False, **options):
         if not settings.DEBUG and not force:
-            raise CommandError(
-                "Demo data has well-known passwords; refusing without --force because DEBUG is off."
-            )
+            raise CommandError("Demo data has well-known passwords; refusing without --force "
+                               "because DEBUG is off.")
         for username, password, role in DEMO_USERS:
             user, created = User.objects.get_or_create(
                 username=username,
@@ -58,6 +56,6 @@ class Command(BaseCommand):
             researcher=User.objects.get(username=DEMO_USERS[1][0]),
             log=self.stdout.write,
         )
-        self.stdout.write(
-            self.style.SUCCESS(f"demo data ready ({written} new files in {settings.PORTAL_DATA_DIR})")
-        )
+        self.stdout.write(self.style.SUCCESS(
+            f"demo data ready ({written} new files in {settings.PORTAL_DATA_DIR})"
+        ))

@@ -22,14 +22,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--host",
-            default=socket.gethostname(),
+            "--host", default=socket.gethostname(),
             help="Host part of the worker name (`name@host`); default: this machine's host name.",
         )
         parser.add_argument(
-            "--max-age",
-            type=float,
-            default=None,
+            "--max-age", type=float, default=None,
             help="Oldest acceptable heartbeat in seconds (default PORTAL_WORKER_HEARTBEAT_MAX_AGE).",
         )
 
@@ -38,11 +35,8 @@ class Command(BaseCommand):
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3, socket_connect_timeout=3)
         try:
             keys = list(client.scan_iter(match=f"{HEARTBEAT_PREFIX}*@{host}", count=100))
-            beats = (
-                {k.decode(): json.loads(v) for k, v in zip(keys, client.mget(keys), strict=True) if v}
-                if keys
-                else {}
-            )
+            beats = {k.decode(): json.loads(v) for k, v in zip(keys, client.mget(keys), strict=True) if v} \
+                if keys else {}
         except (redis.RedisError, ValueError) as exc:
             raise CommandError(f"cannot read worker heartbeats from Redis: {exc}") from exc
         finally:
