@@ -6,7 +6,7 @@ conversion job (the "Convert again" action starts it).
 
 from django.contrib import admin, messages
 
-from pathology.models import Annotation, IngressSighting, Pyramid, Slide
+from pathology.models import Annotation, IngressSighting, ModelVersion, Pyramid, Slide
 from pathology.services import slides as slide_service
 
 
@@ -80,3 +80,18 @@ class IngressSightingAdmin(admin.ModelAdmin):
     list_display = ("path", "size", "seen_at", "problem")
     list_filter = ("seen_at",)
     search_fields = ("path", "problem")
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    """Model versions are immutable: shown, not changed (a change is a new version)."""
+
+    list_display = ("name", "version", "project", "architecture", "input_size", "patch_microns", "created_at")
+    list_filter = ("architecture", "created_at")
+    search_fields = ("name", "description", "sha256")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False

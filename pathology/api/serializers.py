@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from metadata.models import Entity, Project
-from pathology.models import Pyramid, Slide
+from pathology.models import ModelVersion, Pyramid, Slide
 
 
 class PyramidSerializer(serializers.ModelSerializer):
@@ -156,3 +156,53 @@ class AnnotationInputSerializer(serializers.Serializer):
     features = serializers.ListField(child=serializers.DictField(), required=False)
     geometry = serializers.DictField(required=False)
     properties = serializers.DictField(required=False, allow_null=True)
+
+
+class JSONText(serializers.JSONField):
+    """JSON sent as text in a multipart form; given back as JSON."""
+
+    def __init__(self, **kwargs):
+        super().__init__(binary=True, **kwargs)
+
+    def to_representation(self, value):
+        return value
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    """A registered model version (read), or a TorchScript file and its description (create:
+    multipart; `classes`, `normalisation`, `stains`, `metrics` and `provenance` as JSON)."""
+
+    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
+    file = serializers.FileField(write_only=True, help_text="The TorchScript file (torch.jit.save).")
+    classes = JSONText(help_text='Labels in output order, e.g. ["tumour", "stroma"].')
+    normalisation = JSONText(
+        required=False, help_text='{"mean": [r, g, b], "std": [r, g, b]} of inputs in 0–1.'
+    )
+    stains = JSONText(required=False, help_text='E.g. ["H&E"].')
+    metrics = JSONText(required=False)
+    provenance = JSONText(required=False)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "project",
+            "name",
+            "version",
+            "architecture",
+            "description",
+            "stains",
+            "classes",
+            "patch_microns",
+            "input_size",
+            "normalisation",
+            "metrics",
+            "provenance",
+            "sha256",
+            "size",
+            "created_by",
+            "created_at",
+            "file",
+        ]
+        read_only_fields = ["id", "version", "architecture", "sha256", "size", "created_by", "created_at"]
+        extra_kwargs = {"name": {"validators": []}}

@@ -9,6 +9,7 @@ app_name = "pathology-api"
 
 router = SimpleRouter()
 router.register("slides", views.SlideViewSet, basename="slide")
+router.register("models", views.ModelVersionViewSet, basename="model-version")
 
 urlpatterns = [
     *router.urls,

@@ -24,8 +24,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from metadata.querysets import has_project_role
+from pathology.ai import registry
 from pathology.api import serializers as s
-from pathology.models import Slide, SlideState
+from pathology.models import ModelVersion, Slide, SlideState
 from pathology.pyramid import PyramidError
 from pathology.services import annotations as notes
 from pathology.services import slides as slide_service
@@ -368,3 +369,52 @@ class SlideImageView(PixelView):
             raise exceptions.NotFound(f"This slide has no {name} image.")
         fmt, data = found
         return _binary(request, data, f"image/{fmt}", self.etag(slide, "i", name))
+
+
+class ModelVersionViewSet(
+    PortalViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """The AI model registry: model versions of your projects. POST (multipart: `file`, a TorchScript
+    model, with `project` and its description) checks the model against the description and adds
+    it as the next version of its name; versions never change."""
+
+    queryset = ModelVersion.objects.select_related("project")
+    serializer_class = s.ModelVersionSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]  # JSON: told the file is missing
+
+    @extend_schema(parameters=[OpenApiParameter("project", int), OpenApiParameter("name", str)])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def get_queryset(self):
+        found = super().get_queryset()
+        if self.action == "list":
+            project = self.request.query_params.get("project")
+            if project:
+                if not project.isdigit():
+                    raise exceptions.ValidationError({"project": ["A number."]})
+                found = found.filter(project_id=int(project))
+            if self.request.query_params.get("name"):
+                found = found.filter(name=self.request.query_params["name"])
+        return found
+
+    def handle_exception(self, exc):
+        if isinstance(exc, registry.ModelError):
+            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
+        return super().handle_exception(exc)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        project = data.pop("project")
+        if not has_project_role(request.user, project, "writer"):
+            raise exceptions.PermissionDenied("Adding models needs the writer role in the project.")
+        upload = data.pop("file")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.pt"
+            with open(path, "wb") as handle:
+                for part in upload.chunks():
+                    handle.write(part)
+            version = registry.register(project, request.user, path, data)
+        return Response(self.get_serializer(version).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,226 @@
+"""The model registry: add a TorchScript model (uploaded, or trained here) as a new version after
+checking that it loads and that it does what its description says; load versions for inference.
+
+A model is checked before anything is stored: the file must be TorchScript; the network must
+take N × 3 × S × S input for the described input size S and give N × C outputs for the C
+described classes. Each failure says which, and nothing is registered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from pathology.models import ModelVersion
+
+MAX_MODEL_BYTES = 2 * 1024**3
+MIN_INPUT, MAX_INPUT = 16, 1024
+
+
+class ModelError(Exception):
+    """A model file or description that cannot be registered (the message says why); 400."""
+
+    status = 400
+
+    def __init__(self, message: str, code: str = "invalid_model"):
+        super().__init__(message)
+        self.code = code
+
+
+def device() -> str:
+    """Where inference and training run: the GPU when torch sees one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def clean_description(description: dict) -> dict:
+    """The description's fields, checked; ModelError naming the first that is wrong."""
+    name = str(description.get("name") or "").strip()
+    if not name or len(name) > 100:
+        raise ModelError("Give the model a name (at most 100 characters).", "invalid_name")
+    classes = description.get("classes")
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(c, str) and c.strip() for c in classes)
+        or len({c.strip() for c in classes}) != len(classes)
+    ):
+        raise ModelError("`classes` must list at least two different class labels.", "invalid_classes")
+    try:
+        patch_microns = float(description.get("patch_microns"))
+        input_size = int(description.get("input_size"))
+    except (TypeError, ValueError):
+        raise ModelError(
+            "`patch_microns` (a number) and `input_size` (pixels) are needed.", "invalid_size"
+        ) from None
+    if not math.isfinite(patch_microns) or not 1 <= patch_microns <= 10_000:
+        raise ModelError("`patch_microns` must be between 1 and 10,000 microns.", "invalid_size")
+    if not MIN_INPUT <= input_size <= MAX_INPUT:
+        raise ModelError(f"`input_size` must be between {MIN_INPUT} and {MAX_INPUT} pixels.", "invalid_size")
+    normalisation = description.get("normalisation") or {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    mean, std = normalisation.get("mean") if isinstance(normalisation, dict) else None, None
+    if isinstance(normalisation, dict):
+        std = normalisation.get("std")
+    if not (
+        isinstance(mean, list)
+        and isinstance(std, list)
+        and len(mean) == len(std) == 3
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in mean + std)
+        and all(v > 0 for v in std)
+    ):
+        raise ModelError(
+            '`normalisation` is {"mean": [r, g, b], "std": [r, g, b]} (std > 0).', "invalid_normalisation"
+        )
+    stains = description.get("stains") or []
+    if not isinstance(stains, list) or not all(isinstance(s, str) for s in stains):
+        raise ModelError('`stains` is a list of stain names, e.g. ["H&E"].', "invalid_stains")
+    for key in ("metrics", "provenance"):
+        if not isinstance(description.get(key) or {}, dict):
+            raise ModelError(f"`{key}` is an object.", f"invalid_{key}")
+    return {
+        "name": name,
+        "classes": [c.strip() for c in classes],
+        "patch_microns": patch_microns,
+        "input_size": input_size,
+        "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "stains": [s.strip() for s in stains if s.strip()],
+        "description": str(description.get("description") or ""),
+        "metrics": description.get("metrics") or {},
+        "provenance": description.get("provenance") or {},
+    }
+
+
+def check_model(path: Path, input_size: int, classes: int):
+    """Load the TorchScript file and try it on two blank inputs; the loaded module, or ModelError."""
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch says "PytorchStreamReader failed …" etc.
+        raise ModelError(
+            f"Not a TorchScript model file ({str(exc).splitlines()[0][:200]}). Save it with "
+            "torch.jit.script(model).save(path) or torch.jit.trace(…).save(path).",
+            "not_torchscript",
+        ) from None
+    module.eval()
+    try:
+        with torch.no_grad():
+            output = module(torch.zeros(2, 3, input_size, input_size))
+    except Exception as exc:  # noqa: BLE001 - whatever the network raises on the wrong input
+        first = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"The model does not take 3 × {input_size} × {input_size} input, the size its description "
+            f"gives ({first}).",
+            "input_size_mismatch",
+        ) from None
+    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ModelError(
+            f"The model gives {shape} for 2 patches; a patch classifier gives one row of class scores "
+            "per patch (N × classes).",
+            "output_shape",
+        )
+    if output.shape[1] != classes:
+        raise ModelError(
+            f"The model gives {output.shape[1]} scores per patch, its description names {classes} classes.",
+            "class_count_mismatch",
+        )
+    return module
+
+
+def register(
+    project, user, source: Path, description: dict, architecture: str = "torchscript"
+) -> ModelVersion:
+    """Check `source` (a TorchScript file) against `description` and add it as the next version
+    of its name in `project`."""
+    fields = clean_description(description)
+    size = source.stat().st_size
+    if size == 0:
+        raise ModelError("The model file is empty (0 bytes).", "empty")
+    if size > MAX_MODEL_BYTES:
+        raise ModelError(f"The model file is larger than {MAX_MODEL_BYTES // 1024**3} GiB.", "too_large")
+    check_model(source, fields["input_size"], len(fields["classes"]))
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    sha = digest.hexdigest()
+    relative = Path("models") / str(project.pk) / f"{sha}.pt"
+    target = Path(settings.PORTAL_DATA_DIR) / relative
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        shutil.copyfile(source, partial)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    for _ in range(3):  # two registering the same name at once: the second gets the next number
+        try:
+            with transaction.atomic():
+                last = ModelVersion.objects.filter(project=project, name=fields["name"]).aggregate(
+                    v=Max("version")
+                )
+                return ModelVersion.objects.create(
+                    project=project,
+                    version=(last["v"] or 0) + 1,
+                    architecture=architecture,
+                    path=str(relative),
+                    sha256=sha,
+                    size=size,
+                    created_by=user,
+                    **fields,
+                )
+        except IntegrityError:
+            continue
+    raise ModelError(
+        "Another version of this model was being registered at the same moment; try again.", "busy"
+    )
+
+
+_loaded: dict[tuple[int, str], object] = {}
+_lock = threading.Lock()
+
+
+def load(version: ModelVersion, where: str | None = None):
+    """The version's network, in evaluation mode on `where` (default: `device()`); kept loaded."""
+    import torch
+
+    where = where or device()
+    key = (version.pk, where)
+    with _lock:
+        if key not in _loaded:
+            module = torch.jit.load(str(version.full_path), map_location=where)
+            module.eval()
+            _loaded[key] = module
+        return _loaded[key]
+
+
+def predict(version: ModelVersion, patches, where: str | None = None):
+    """Class probabilities (N × classes, numpy) for `patches`: N × 3 × S × S floats already scaled
+    to 0–1 and normalised as the version says (see `normalise`)."""
+    import torch
+
+    module = load(version, where)
+    device_name = where or device()
+    with torch.no_grad():
+        batch = torch.as_tensor(patches, dtype=torch.float32).to(device_name)
+        return torch.softmax(module(batch), dim=1).cpu().numpy()
+
+
+def normalise(version: ModelVersion, images):
+    """N × S × S × 3 uint8 RGB patches → N × 3 × S × S floats as the version's network takes them."""
+    import numpy as np
+
+    mean = np.asarray(version.normalisation["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(version.normalisation["std"], dtype=np.float32).reshape(1, 3, 1, 1)
+    scaled = np.asarray(images, dtype=np.float32).transpose(0, 3, 1, 2) / 255.0
+    return (scaled - mean) / std

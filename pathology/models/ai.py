@@ -1,0 +1,67 @@
+"""Model versions of the AI registry: patch classifiers, uploaded as TorchScript or trained here.
+
+A `ModelVersion` belongs to a project (its members may use it, its writers add versions) and is
+immutable: what was registered – the file (by SHA-256), its description and provenance – stays
+as it was; a change is a new version of the same name.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from metadata.querysets import ProjectScopedQuerySet
+
+
+class ModelVersionQuerySet(ProjectScopedQuerySet):
+    """Project members see and use a project's models; writers add versions."""
+
+
+class ModelVersion(models.Model):
+    project = models.ForeignKey("metadata.Project", on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=100, help_text="E.g. 'lung-he-patches'; versions share it.")
+    version = models.PositiveIntegerField(help_text="1, 2, … per project and name.")
+    architecture = models.CharField(
+        max_length=100, help_text="'torchscript' for an uploaded model, else the built-in network's name."
+    )
+    description = models.TextField(blank=True)
+    stains = models.JSONField(default=list, help_text="Stains it was trained on, e.g. ['H&E'].")
+    classes = models.JSONField(help_text="Class labels, in the order of the model's outputs.")
+    patch_microns = models.FloatField(help_text="Side of a patch in microns at the slide.")
+    input_size = models.PositiveIntegerField(help_text="Side of the network's input in pixels.")
+    normalisation = models.JSONField(
+        default=dict, help_text='Per channel {"mean": [r, g, b], "std": [r, g, b]}, inputs in 0–1.'
+    )
+    metrics = models.JSONField(default=dict, blank=True, help_text="E.g. accuracy on held-out data.")
+    provenance = models.JSONField(
+        default=dict, blank=True, help_text="Training job, slides and labels, parameters, code version."
+    )
+    path = models.CharField(max_length=500, help_text="The TorchScript file, relative to the data directory.")
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ModelVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["project", "name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name", "version"], name="model_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("A model version is immutable: register a new version instead.")
+        super().save(*args, **kwargs)
+
+    @property
+    def full_path(self):
+        from pathlib import Path
+
+        return Path(settings.PORTAL_DATA_DIR) / self.path
