@@ -218,9 +218,6 @@ def predict(version: ModelVersion, patches, where: str | None = None):
 
 def normalise(version: ModelVersion, images):
     """N × S × S × 3 uint8 RGB patches → N × 3 × S × S floats as the version's network takes them."""
-    import numpy as np
+    from pathology.ai.patches import PatchSpec, to_input
 
-    mean = np.asarray(version.normalisation["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(version.normalisation["std"], dtype=np.float32).reshape(1, 3, 1, 1)
-    scaled = np.asarray(images, dtype=np.float32).transpose(0, 3, 1, 2) / 255.0
-    return (scaled - mean) / std
+    return to_input(images, PatchSpec.of(version))
