@@ -27,6 +27,7 @@ from pathology.pyramid import SlidePyramid
 
 EDGE_FRACTION = 0.02  # a patch with fewer Canny edge pixels than this is drawn again
 DRAWS = 8  # tries per training patch before the last one is taken anyway
+WHITE_LEVEL, WHITE_SHARE = 220, 0.9  # near-white pixels; a patch with more of them is glass
 
 
 class PatchError(Exception):
@@ -212,9 +213,15 @@ class SlidePatches:
         return torch.from_numpy(to_input(patch[None], self.spec)[0]), item.label
 
 
+def is_tissue(patch: np.ndarray) -> bool:
+    """Not glass: at most WHITE_SHARE of the pixels near white (the pyramid builder's rule). A
+    grid cell of a tissue tile may still be all glass; it is left out of maps and votes."""
+    return float((patch.min(axis=2) >= WHITE_LEVEL).mean()) <= WHITE_SHARE
+
+
 class GridPatches:
     """Inference patches of one slide: every point of its tissue grid, in order. A torch Dataset:
-    (3 × S × S float tensor, index into `centres`)."""
+    (3 × S × S float tensor, index into `centres`, whether the patch shows tissue)."""
 
     def __init__(self, pyramid: str, mpp: float | None, spec: PatchSpec):
         self.pyramid, self.spec = pyramid, spec
@@ -233,4 +240,4 @@ class GridPatches:
         import torch
 
         patch = read_patch(self.readers.get(self.pyramid), self.centres[index], self.side, self.spec)
-        return torch.from_numpy(to_input(patch[None], self.spec)[0]), index
+        return torch.from_numpy(to_input(patch[None], self.spec)[0]), index, is_tissue(patch)

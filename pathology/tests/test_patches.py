@@ -94,6 +94,8 @@ def test_loaders_with_several_workers(pyramid):
 
     grid = p.GridPatches(pyramid, 0.25, SPEC)
     seen = [
-        index for _, indexes in DataLoader(grid, batch_size=32, num_workers=2) for index in indexes.tolist()
+        index
+        for _, indexes, _ in DataLoader(grid, batch_size=32, num_workers=2)
+        for index in indexes.tolist()
     ]
     assert sorted(seen) == list(range(len(grid))) and len(grid) == len(grid.centres) > 10
