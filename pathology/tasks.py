@@ -34,3 +34,17 @@ def scan_ingress() -> list[int]:
     from pathology.services.ingress import scan_ingress as scan
 
     return scan()
+
+
+class InferParams(serializers.Serializer):
+    inference = serializers.IntegerField(min_value=1)
+
+
+@job_task(
+    "pathology.infer", label="Apply a model to a slide", queue="gpu", params=InferParams, generic_start=False
+)
+def infer_slide(job, progress, **params) -> dict:
+    """Classify every tissue patch of a slide with a model version (GPU when there is one)."""
+    from pathology.ai import inference
+
+    return inference.run(job, progress, **params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from metadata.models import Entity, Project
-from pathology.models import ModelVersion, Pyramid, Slide
+from pathology.models import Inference, ModelVersion, Pyramid, Slide
 
 
 class PyramidSerializer(serializers.ModelSerializer):
@@ -206,3 +206,34 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "version", "architecture", "sha256", "size", "created_by", "created_at"]
         extra_kwargs = {"name": {"validators": []}}
+
+
+class InferenceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Inference
+        fields = [
+            "id",
+            "slide",
+            "model_version",
+            "job",
+            "state",
+            "message",
+            "mpp",
+            "device",
+            "patches",
+            "tissue_patches",
+            "class_counts",
+            "mean_probabilities",
+            "created_by",
+            "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class InferenceStartSerializer(serializers.Serializer):
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    slides = serializers.PrimaryKeyRelatedField(queryset=Slide.objects.all(), many=True, allow_empty=False)
+    mpp = serializers.FloatField(
+        required=False, help_text="Microns per pixel, for slides that do not say (or to override them)."
+    )

@@ -10,6 +10,7 @@ app_name = "pathology-api"
 router = SimpleRouter()
 router.register("slides", views.SlideViewSet, basename="slide")
 router.register("models", views.ModelVersionViewSet, basename="model-version")
+router.register("inferences", views.InferenceViewSet, basename="inference")
 
 urlpatterns = [
     *router.urls,

@@ -24,9 +24,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from metadata.querysets import has_project_role
+from pathology.ai import inference as ai_inference
 from pathology.ai import registry
 from pathology.api import serializers as s
-from pathology.models import ModelVersion, Slide, SlideState
+from pathology.models import Inference, ModelVersion, Slide, SlideState
 from pathology.pyramid import PyramidError
 from pathology.services import annotations as notes
 from pathology.services import slides as slide_service
@@ -418,3 +419,71 @@ class ModelVersionViewSet(
                     handle.write(part)
             version = registry.register(project, request.user, path, data)
         return Response(self.get_serializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class InferenceViewSet(
+    PortalViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """A model version applied to slides of its project. POST {model_version, slides, mpp?}
+    queues one job per slide (the `gpu` queue; the CPU where there is no GPU); `results/` gives
+    every grid patch's centre (level-0 pixels), whether it shows tissue and its class
+    probabilities."""
+
+    queryset = Inference.objects.select_related("model_version", "slide")
+    serializer_class = s.InferenceSerializer
+    action_permissions = {"results": "view"}
+
+    @extend_schema(parameters=[OpenApiParameter("slide", int), OpenApiParameter("model_version", int)])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def get_queryset(self):
+        found = super().get_queryset()
+        if self.action == "list":
+            for name in ("slide", "model_version"):
+                value = self.request.query_params.get(name)
+                if value:
+                    if not value.isdigit():
+                        raise exceptions.ValidationError({name: ["A number."]})
+                    found = found.filter(**{f"{name}_id": int(value)})
+        return found
+
+    def handle_exception(self, exc):
+        if isinstance(exc, ai_inference.InferenceError):
+            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
+        return super().handle_exception(exc)
+
+    @extend_schema(request=s.InferenceStartSerializer, responses=s.InferenceSerializer(many=True))
+    def create(self, request, *args, **kwargs):
+        serializer = s.InferenceStartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        version = data["model_version"]
+        visible = ModelVersion.objects.for_user(request.user, "view")
+        if not visible.filter(pk=version.pk).exists():
+            raise exceptions.ValidationError({"model_version": ["No such model version."]})
+        slides = list(Slide.objects.select_related("pyramid").filter(pk__in=[x.pk for x in data["slides"]]))
+        for slide in slides:
+            if not has_project_role(request.user, slide.project, "reader"):
+                raise exceptions.ValidationError({"slides": [f"No such slide: {slide.pk}."]})
+            if not has_project_role(request.user, slide.project, "writer"):
+                raise exceptions.PermissionDenied("Applying a model needs the writer role in the project.")
+        made = ai_inference.start(version, slides, request.user, data.get("mpp"))
+        return Response(s.InferenceSerializer(made, many=True).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def results(self, request, pk=None):
+        record = self.get_object()
+        if record.state != "done":
+            raise exceptions.NotFound(f"No results: the inference is {record.state}.")
+        found = ai_inference.results(record)
+        return Response(
+            {
+                "classes": record.model_version.classes,
+                "side": float(found["side"]),
+                "centres": found["centres"].round(1).tolist(),
+                "tissue": found["tissue"].tolist(),
+                "probabilities": found["probabilities"].astype(float).round(4).tolist(),
+            }
+        )

@@ -1,6 +1,6 @@
 """Models of the pathology app, re-exported here."""
 
-from pathology.models.ai import ModelVersion, ModelVersionQuerySet
+from pathology.models.ai import Inference, InferenceState, ModelVersion, ModelVersionQuerySet
 from pathology.models.slides import (
     Annotation,
     AnnotationKind,
@@ -12,6 +12,8 @@ from pathology.models.slides import (
 )
 
 __all__ = [
+    "Inference",
+    "InferenceState",
     "ModelVersion",
     "ModelVersionQuerySet",
     "Annotation",

@@ -65,3 +65,49 @@ class ModelVersion(models.Model):
         from pathlib import Path
 
         return Path(settings.PORTAL_DATA_DIR) / self.path
+
+
+class InferenceState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class InferenceQuerySet(ProjectScopedQuerySet):
+    project_field = "slide__project"
+
+
+class Inference(models.Model):
+    """One model version applied to one slide: the class probabilities of every patch of the
+    slide's tissue grid (a compact file: `services` of `pathology.ai.inference`) and a summary."""
+
+    slide = models.ForeignKey("pathology.Slide", on_delete=models.CASCADE, related_name="inferences")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="inferences")
+    job = models.ForeignKey("portal.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=16, choices=InferenceState.choices, default=InferenceState.QUEUED)
+    message = models.CharField(max_length=500, blank=True)
+    mpp = models.FloatField(help_text="Microns per pixel used (the slide's, or the value given).")
+    device = models.CharField(max_length=32, blank=True, help_text="Where it ran: cuda or cpu.")
+    patches = models.PositiveIntegerField(default=0, help_text="Patches of the grid.")
+    tissue_patches = models.PositiveIntegerField(default=0, help_text="Patches showing tissue.")
+    class_counts = models.JSONField(
+        default=dict, blank=True, help_text="Tissue patches per most likely class."
+    )
+    mean_probabilities = models.JSONField(default=dict, blank=True, help_text="Mean probability per class.")
+    path = models.CharField(
+        max_length=500, blank=True, help_text="Per-patch results, under the data directory."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InferenceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} on {self.slide}"
