@@ -145,3 +145,58 @@ def results(inference: Inference) -> dict:
 
     with np.load(Path(settings.PORTAL_DATA_DIR) / inference.path) as data:
         return {key: data[key] for key in data.files}
+
+
+# Okabe–Ito colours (told apart with every common colour-vision deficiency), one per class.
+PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#F0E442", "#000000"]
+
+
+def colours(classes: list[str]) -> dict[str, str]:
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(classes)}
+
+
+def overlay_tile(inference: Inference, level: int, x: int, y: int) -> bytes | None:
+    """A PNG tile of the diagnosis map at the slide pyramid's `level` and grid position: every
+    tissue patch in the colour of its most likely class, opaque as the model is sure (a patch
+    at chance is clear); None outside the slide."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pyramid = inference.slide.pyramid
+    levels, size = pyramid.levels, pyramid.tile_size
+    if not 0 <= level < levels:
+        return None
+    downsample = 2 ** (levels - 1 - level)
+    width, height = -(-pyramid.width // downsample), -(-pyramid.height // downsample)
+    if x < 0 or y < 0 or x * size >= width or y * size >= height:
+        return None
+    found = results(inference)
+    centres, side = found["centres"], float(found["side"])
+    probabilities = found["probabilities"].astype(np.float32)
+    classes = probabilities.shape[1]
+    left, top = x * size * downsample, y * size * downsample
+    span = size * downsample
+    near = (
+        found["tissue"]
+        & (centres[:, 0] + side / 2 > left)
+        & (centres[:, 0] - side / 2 < left + span)
+        & (centres[:, 1] + side / 2 > top)
+        & (centres[:, 1] - side / 2 < top + span)
+    )
+    tile = np.zeros((size, size, 4), dtype=np.uint8)
+    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in PALETTE], dtype=np.uint8)
+    for (cx, cy), row in zip(centres[near], probabilities[near], strict=True):
+        best = int(row.argmax())
+        sure = (float(row[best]) - 1 / classes) / (1 - 1 / classes)
+        x0 = int(np.floor((cx - side / 2 - left) / downsample))
+        y0 = int(np.floor((cy - side / 2 - top) / downsample))
+        x1 = int(np.ceil((cx + side / 2 - left) / downsample))
+        y1 = int(np.ceil((cy + side / 2 - top) / downsample))
+        box = tile[max(0, y0) : max(0, min(size, y1)), max(0, x0) : max(0, min(size, x1))]
+        box[..., :3] = palette[best % len(palette)]
+        box[..., 3] = int(round(255 * min(1.0, max(0.0, sure))))
+    out = io.BytesIO()
+    Image.fromarray(tile, "RGBA").save(out, format="PNG", optimize=False, compress_level=3)
+    return out.getvalue()

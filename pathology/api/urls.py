@@ -26,5 +26,10 @@ urlpatterns = [
         name="slide-tile",
     ),
     path("slides/<int:pk>/region", views.RegionView.as_view(), name="slide-region"),
+    path(
+        "inferences/<int:pk>/tiles/<int:level>/<int:x>/<int:y>",
+        views.InferenceTileView.as_view(),
+        name="inference-tile",
+    ),
     path("slides/<int:pk>/images/<slug:name>", views.SlideImageView.as_view(), name="slide-image"),
 ]

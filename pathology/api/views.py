@@ -481,9 +481,35 @@ class InferenceViewSet(
         return Response(
             {
                 "classes": record.model_version.classes,
+                "colours": ai_inference.colours(record.model_version.classes),
+                "tiles": f"/api/v1/inferences/{record.pk}/tiles/{{level}}/{{x}}/{{y}}",
                 "side": float(found["side"]),
                 "centres": found["centres"].round(1).tolist(),
                 "tissue": found["tissue"].tolist(),
                 "probabilities": found["probabilities"].astype(float).round(4).tolist(),
             }
         )
+
+
+class InferenceTileView(APIView):
+    """A PNG tile (RGBA) of an inference's diagnosis map, on the slide pyramid's levels and grid:
+    each tissue patch in its class colour, as opaque as the model is sure."""
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request, pk: int, level: int, x: int, y: int):
+        record = (
+            Inference.objects.for_user(request.user, "view")
+            .select_related("slide__pyramid", "model_version")
+            .filter(pk=pk)
+            .first()
+        )
+        if record is None:
+            raise exceptions.NotFound("No such inference.")
+        if record.state != "done":
+            raise exceptions.NotFound(f"No map: the inference is {record.state}.")
+        data = ai_inference.overlay_tile(record, level, x, y)
+        if data is None:
+            raise exceptions.NotFound("No such tile.")
+        response = HttpResponse(data, content_type="image/png")
+        patch_cache_control(response, private=True, max_age=86400)  # an inference never changes
+        return response

@@ -150,3 +150,39 @@ def test_every_role(api, slide, version, role, status):
         assert listing.status_code in (401, 403)
     else:
         assert listing.status_code == 200
+
+
+def test_the_diagnosis_map_is_served_as_tiles(api, slide, version):
+    started = api("writer").post(
+        "/api/v1/inferences/", {"model_version": version.pk, "slides": [slide.pk]}, format="json"
+    )
+    record_id = started.json()[0]["id"]
+    waiting = api("reader").get(f"/api/v1/inferences/{record_id}/tiles/0/0/0")
+    assert waiting.status_code == 404  # not run yet: no map
+    assert run(started.json()[0]["job"]).state == "succeeded"
+    found = api("reader").get(f"/api/v1/inferences/{record_id}/results/").json()
+    assert found["tiles"] == f"/api/v1/inferences/{record_id}/tiles/{{level}}/{{x}}/{{y}}"
+    pyramid = slide.pyramid
+    top = pyramid.levels - 1
+    # the tile under the first tissue patch, at full resolution, shows its class colour
+    index = found["tissue"].index(True)
+    cx, cy = found["centres"][index]
+    tx, ty = int(cx // pyramid.tile_size), int(cy // pyramid.tile_size)
+    response = api("reader").get(f"/api/v1/inferences/{record_id}/tiles/{top}/{tx}/{ty}")
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert "private" in response["Cache-Control"]
+    from io import BytesIO
+
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(BytesIO(response.content)).convert("RGBA"))
+    px, py = int(cx - tx * pyramid.tile_size), int(cy - ty * pyramid.tile_size)
+    best = int(np.argmax(found["probabilities"][index]))
+    colour = found["colours"][CLASSES[best]]
+    assert tuple(pixels[py, px, :3]) == tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    # a whole-slide tile at the coarsest level, and nothing outside the slide
+    assert api("reader").get(f"/api/v1/inferences/{record_id}/tiles/0/0/0").status_code == 200
+    assert api("reader").get(f"/api/v1/inferences/{record_id}/tiles/{top}/999/0").status_code == 404
+    assert api("reader").get(f"/api/v1/inferences/{record_id}/tiles/{top + 1}/0/0").status_code == 404
+    assert api("stranger").get(f"/api/v1/inferences/{record_id}/tiles/0/0/0").status_code == 404
+    assert api("anonymous").get(f"/api/v1/inferences/{record_id}/tiles/0/0/0").status_code in (401, 403)
