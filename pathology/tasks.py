@@ -48,3 +48,11 @@ def infer_slide(job, progress, **params) -> dict:
     from pathology.ai import inference
 
     return inference.run(job, progress, **params)
+
+
+@job_task("pathology.train", label="Train a patch classifier", queue="gpu", generic_start=False)
+def train_model(job, progress, **params) -> dict:
+    """Train a built-in network on the project's labelled slides (split by patient) and register it."""
+    from pathology.ai import train_job
+
+    return train_job.run(job, progress, **params)

@@ -237,3 +237,27 @@ class InferenceStartSerializer(serializers.Serializer):
     mpp = serializers.FloatField(
         required=False, help_text="Microns per pixel, for slides that do not say (or to override them)."
     )
+
+
+class TrainingSerializer(serializers.Serializer):
+    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
+    name = serializers.CharField(max_length=100)
+    architecture = serializers.ChoiceField(choices=["patchnet", "resnet18"], default="patchnet")
+    label = serializers.CharField(
+        max_length=100, default="diagnosis", help_text="The metadata property whose values are the classes."
+    )
+    slides = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        help_text="Default: every labelled slide.",
+    )
+    patch_microns = serializers.FloatField(default=128)
+    input_size = serializers.IntegerField(default=64)
+    epochs = serializers.IntegerField(default=10)
+    batch_size = serializers.IntegerField(default=32)
+    learning_rate = serializers.FloatField(default=1e-3)
+    samples_per_epoch = serializers.IntegerField(default=1024)
+    validation = serializers.FloatField(default=0.15, help_text="Share of patients held out for validation.")
+    test = serializers.FloatField(default=0.15, help_text="Share of patients held out for the test.")
+    seed = serializers.IntegerField(default=0)
+    stains = serializers.ListField(child=serializers.CharField(max_length=50), required=False)

@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 
 from metadata.querysets import has_project_role
 from pathology.ai import inference as ai_inference
-from pathology.ai import registry
+from pathology.ai import registry, train_job
 from pathology.api import serializers as s
 from pathology.models import Inference, ModelVersion, Slide, SlideState
 from pathology.pyramid import PyramidError
@@ -403,6 +403,24 @@ class ModelVersionViewSet(
         if isinstance(exc, registry.ModelError):
             return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
         return super().handle_exception(exc)
+
+    @extend_schema(request=s.TrainingSerializer, responses={202: JobSerializer})
+    @action(detail=False, methods=["post"], parser_classes=[JSONParser])
+    def train(self, request):
+        """Train a built-in network on the project's slides labelled in their metadata (split by
+        patient) as a job on the `gpu` queue; the result is registered as the next version."""
+        serializer = s.TrainingSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        project = data.pop("project")
+        if not has_project_role(request.user, project, "writer"):
+            raise exceptions.PermissionDenied("Training models needs the writer role in the project.")
+        try:
+            job = train_job.start(project, request.user, data, data.pop("slides", None))
+        except train_job.TrainingError as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
+        body = JobSerializer(job, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

@@ -16,8 +16,12 @@ FACT_KEYS = ("stain", "diagnosis")
 MAX_DEPTH = 6
 
 
-def slide_facts(slides) -> dict[int, dict[str, object]]:
-    """{slide id: {"stain": …, "diagnosis": …, "sample": mnemonic}} for slides linked to a sample."""
+def slide_facts(
+    slides, keys: tuple[str, ...] = FACT_KEYS, with_patient: bool = False
+) -> dict[int, dict[str, object]]:
+    """{slide id: {"stain": …, "diagnosis": …, "sample": mnemonic}} for slides linked to a sample
+    (the values of `keys`); `with_patient` adds "patient": the id of the sample's topmost
+    ancestor (the patient the AI splits by)."""
     linked = [s for s in slides if s.sample_id]
     if not linked:
         return {}
@@ -34,7 +38,7 @@ def slide_facts(slides) -> dict[int, dict[str, object]]:
         ):
             parents[entity_id], projects[entity_id], mnemonics[entity_id] = parent_id, project_id, mnemonic
         wanted = {p for p in parents.values() if p is not None}
-    properties = dict(Property.objects.filter(key__in=FACT_KEYS).values_list("id", "key"))
+    properties = dict(Property.objects.filter(key__in=keys).values_list("id", "key"))
     cells_by_project: dict[int, set[tuple[int, int]]] = defaultdict(set)
     for entity_id, project_id in projects.items():
         for property_id in properties:
@@ -46,10 +50,13 @@ def slide_facts(slides) -> dict[int, dict[str, object]]:
     for slide in linked:
         found: dict[str, object] = {"sample": mnemonics.get(slide.sample_id, "")}
         entity, depth = slide.sample_id, 0
+        root = entity
         while entity is not None and depth < MAX_DEPTH:
             for property_id, key in properties.items():
                 if key not in found and (entity, property_id) in values:
                     found[key] = values[(entity, property_id)]
-            entity, depth = parents.get(entity), depth + 1
+            root, entity, depth = entity, parents.get(entity), depth + 1
+        if with_patient:
+            found["patient"] = root
         facts[slide.pk] = found
     return facts

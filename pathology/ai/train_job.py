@@ -1,0 +1,253 @@
+"""The training job (`pathology.train`, on the `gpu` queue): a built-in network trained on a
+project's slides with labels from their metadata, split by patient, registered as a model version
+with its metrics and provenance.
+
+`start` checks everything that can be checked before any work (architecture, sizes, slides
+converted with microns per pixel, a label for each slide, at least two classes and three
+patients) and records the labels and patients it found in the job's parameters, so the job and
+its provenance use exactly what was checked.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
+from pathology.ai import networks
+from pathology.models import ModelVersion, Slide, SlideState
+
+KIND = "pathology.train"
+
+
+class TrainingError(Exception):
+    status = 400
+
+    def __init__(self, message: str, code: str = "invalid"):
+        super().__init__(message)
+        self.code = code
+
+
+def _number(params: dict, key: str, default, low, high, kind=float):
+    value = params.get(key, default)
+    try:
+        value = kind(value)
+    except (TypeError, ValueError):
+        raise TrainingError(f"`{key}` must be a number.", f"invalid_{key}") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise TrainingError(f"`{key}` must be between {low} and {high}.", f"invalid_{key}")
+    return value
+
+
+def clean(params: dict) -> dict:
+    name = str(params.get("name") or "").strip()
+    if not name or len(name) > 100:
+        raise TrainingError("Give the model a name (at most 100 characters).", "invalid_name")
+    architecture = params.get("architecture", "patchnet")
+    if architecture not in networks.ARCHITECTURES:
+        raise TrainingError(
+            f"`architecture` is one of {', '.join(networks.ARCHITECTURES)}.", "invalid_architecture"
+        )
+    return {
+        "name": name,
+        "architecture": architecture,
+        "label": str(params.get("label") or "diagnosis"),
+        "patch_microns": _number(params, "patch_microns", 128, 1, 10_000),
+        "input_size": _number(params, "input_size", 64, 16, 1024, int),
+        "epochs": _number(params, "epochs", 10, 1, 500, int),
+        "batch_size": _number(params, "batch_size", 32, 2, 1024, int),
+        "learning_rate": _number(params, "learning_rate", 1e-3, 1e-6, 1),
+        "samples_per_epoch": _number(params, "samples_per_epoch", 1024, 16, 10_000_000, int),
+        "validation": _number(params, "validation", 0.15, 0, 0.5),
+        "test": _number(params, "test", 0.15, 0, 0.5),
+        "seed": _number(params, "seed", 0, 0, 2**31 - 1, int),
+        "stains": [str(s) for s in params.get("stains") or []],
+    }
+
+
+def start(project, user, params: dict, slide_ids: list[int] | None = None):
+    """Check and queue a training; returns the job."""
+    from pathology.services.facts import slide_facts
+    from portal.services.jobs import start_job
+
+    cleaned = clean(params)
+    slides = Slide.objects.filter(project=project, state=SlideState.READY).select_related("pyramid")
+    if slide_ids:
+        slides = slides.filter(pk__in=slide_ids)
+    slides = list(slides)
+    facts = slide_facts(slides, keys=(cleaned["label"],), with_patient=True)
+    chosen = []
+    for slide in slides:
+        label = facts.get(slide.pk, {}).get(cleaned["label"])
+        if label in (None, ""):
+            continue  # not linked, or no label: not used
+        if not slide.pyramid.mpp_x:
+            raise TrainingError(f"Slide {slide.pk} ({slide.name}) has no microns per pixel.", "mpp_needed")
+        chosen.append({"slide": slide.pk, "label": str(label), "patient": facts[slide.pk]["patient"]})
+    classes = sorted({item["label"] for item in chosen})
+    patients = {item["patient"] for item in chosen}
+    if len(classes) < 2:
+        raise TrainingError(
+            f"Training needs slides of at least two different values of “{cleaned['label']}” in their "
+            f"metadata; found {len(classes)} among {len(chosen)} labelled slides.",
+            "too_few_classes",
+        )
+    if len(patients) < 3:
+        raise TrainingError(
+            "Training needs slides of at least three patients (train, validation, test).", "too_few_patients"
+        )
+    cleaned.update({"project": project.pk, "classes": classes, "slides": chosen})
+    return start_job(KIND, user=user, params=cleaned)
+
+
+def run(job, progress, **params) -> dict:
+    import torch
+
+    from pathology.ai import patches, registry, training
+
+    project_id = params["project"]
+    classes = params["classes"]
+    spec = patches.PatchSpec(params["patch_microns"], params["input_size"])
+    slides = {
+        s.pk: s
+        for s in Slide.objects.filter(pk__in=[i["slide"] for i in params["slides"]]).select_related("pyramid")
+    }
+    items = [i for i in params["slides"] if i["slide"] in slides]
+    fractions = (1 - params["validation"] - params["test"], params["validation"], params["test"])
+    train_p, val_p, test_p = training.split_by_patient(
+        [i["patient"] for i in items], fractions, params["seed"]
+    )
+
+    def slide_items(patients_in):
+        return [
+            patches.SlideItem(
+                str(Path(settings.PORTAL_DATA_DIR) / slides[i["slide"]].pyramid.path),
+                slides[i["slide"]].pyramid.mpp_x,
+                classes.index(i["label"]),
+            )
+            for i in items
+            if i["patient"] in patients_in
+        ]
+
+    train_items, val_items, test_items = (
+        slide_items(set(train_p)),
+        slide_items(set(val_p)),
+        slide_items(set(test_p)),
+    )
+    if len({i.label for i in train_items}) < 2:
+        from portal.services.jobs import JobError
+
+        raise JobError("The training patients do not cover two classes; add patients or change the seed.")
+    progress(0.02, "Reading the slides' tissue")
+    train_set = patches.SlidePatches(train_items, spec, params["samples_per_epoch"], seed=params["seed"])
+    val_set = (
+        patches.SlidePatches(
+            val_items, spec, max(64, params["samples_per_epoch"] // 4), seed=params["seed"] + 1
+        )
+        if val_items
+        else None
+    )
+    model = networks.build(params["architecture"], len(classes))
+    epochs = params["epochs"]
+
+    def report(epoch: int, metrics: dict) -> None:
+        text = f"Epoch {epoch} of {epochs}: loss {metrics['loss']:.3f}, accuracy {metrics['accuracy']:.1%}"
+        if "val_accuracy" in metrics:
+            text += f", validation {metrics['val_accuracy']:.1%}"
+        progress(0.05 + 0.8 * epoch / epochs, text)
+
+    checkpoint = Path(settings.PORTAL_DATA_DIR) / "training" / f"job-{job.pk}.ckpt"
+    result = training.train(
+        model,
+        train_set,
+        val_set,
+        epochs=epochs,
+        batch_size=params["batch_size"],
+        learning_rate=params["learning_rate"],
+        workers=2,
+        seed=params["seed"],
+        checkpoint=checkpoint,
+        progress=report,
+    )
+    progress(0.88, "Testing on the held-out patients")
+    correct = total = 0
+    for item in test_items:
+        grid = patches.GridPatches(item.pyramid, item.mpp, spec)
+        probabilities, tissue = training.predict_patches(model, grid, device=result.device)
+        found = probabilities[tissue].argmax(axis=1)
+        correct += int((found == item.label).sum())
+        total += len(found)
+    metrics = {
+        "history": result.history,
+        "train_accuracy": result.history[-1]["accuracy"],
+        "validation_accuracy": result.history[-1].get("val_accuracy"),
+        "test_accuracy": correct / total if total else None,
+        "test_patches": total,
+    }
+    code = code_version()
+    provenance = {
+        "job": job.pk,
+        "device": result.device,
+        "mixed_precision": result.mixed_precision,
+        "slides": items,
+        "patients": {"train": train_p, "validation": val_p, "test": test_p},
+        "parameters": {
+            k: params[k] for k in ("epochs", "batch_size", "learning_rate", "samples_per_epoch", "seed")
+        },
+        "code_version": code,
+        "torch": torch.__version__,
+    }
+    from metadata.models import Project
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.pt"
+        networks.scripted(model.cpu()).save(str(path))
+        version = registry.register(
+            Project.objects.get(pk=project_id),
+            job.created_by,
+            path,
+            {
+                "name": params["name"],
+                "classes": classes,
+                "patch_microns": params["patch_microns"],
+                "input_size": params["input_size"],
+                "normalisation": {"mean": list(spec.mean), "std": list(spec.std)},
+                "stains": params["stains"],
+                "metrics": metrics,
+                "provenance": provenance,
+                "description": f"Trained in the portal ({params['architecture']}, {epochs} epochs).",
+            },
+            architecture=params["architecture"],
+        )
+    checkpoint.unlink(missing_ok=True)
+    return {
+        "model_version": version.pk,
+        "device": result.device,
+        **{k: v for k, v in metrics.items() if k != "history"},
+    }
+
+
+def code_version() -> str:
+    """The portal's git commit (and "-dirty" with local changes), or "unknown" outside a checkout."""
+    git = shutil.which("git")
+    if git is None:
+        return "unknown"
+    try:
+        found = subprocess.run(  # noqa: S603 - git, with fixed arguments
+            [git, "describe", "--always", "--dirty"],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return found.stdout.strip() or "unknown"
+
+
+def versions_trained_by(job) -> ModelVersion | None:
+    return ModelVersion.objects.filter(provenance__job=job.pk).first()
