@@ -19,17 +19,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from pathology.ai import AIError
 from pathology.models import Inference, InferenceState, ModelVersion, Slide, SlideState
 
 KIND = "pathology.infer"
 
 
-class InferenceError(Exception):
-    status = 400
-
-    def __init__(self, message: str, code: str = "invalid"):
-        super().__init__(message)
-        self.code = code
+class InferenceError(AIError):
+    """Slides or values a model cannot be applied to."""
 
 
 def start(version: ModelVersion, slides: list[Slide], user, mpp: float | None = None) -> list[Inference]:

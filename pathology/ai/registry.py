@@ -19,20 +19,15 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from pathology.ai import AIError
 from pathology.models import ModelVersion
 
 MAX_MODEL_BYTES = 2 * 1024**3
 MIN_INPUT, MAX_INPUT = 16, 1024
 
 
-class ModelError(Exception):
-    """A model file or description that cannot be registered (the message says why); 400."""
-
-    status = 400
-
-    def __init__(self, message: str, code: str = "invalid_model"):
-        super().__init__(message)
-        self.code = code
+class ModelError(AIError):
+    """A model file or description that cannot be registered."""
 
 
 def device() -> str:

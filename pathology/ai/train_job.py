@@ -18,18 +18,14 @@ from pathlib import Path
 
 from django.conf import settings
 
-from pathology.ai import networks
+from pathology.ai import AIError, networks
 from pathology.models import ModelVersion, Slide, SlideState
 
 KIND = "pathology.train"
 
 
-class TrainingError(Exception):
-    status = 400
-
-    def __init__(self, message: str, code: str = "invalid"):
-        super().__init__(message)
-        self.code = code
+class TrainingError(AIError):
+    """A training that cannot be started."""
 
 
 def _number(params: dict, key: str, default, low, high, kind=float):

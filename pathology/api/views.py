@@ -24,8 +24,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from metadata.querysets import has_project_role
+from pathology.ai import AIError, registry, train_job
 from pathology.ai import inference as ai_inference
-from pathology.ai import registry, train_job
 from pathology.api import serializers as s
 from pathology.models import Inference, ModelVersion, Slide, SlideState
 from pathology.pyramid import PyramidError
@@ -35,6 +35,17 @@ from pathology.services import tiles
 from portal.api.base import PortalViewSetMixin
 from portal.api.serializers import JobSerializer
 from storage.services.errors import StorageError
+
+
+def filter_by_ids(found, params, names: tuple[str, ...]):
+    """`found` narrowed to the ids given in the query parameters `names` (`<name>_id`)."""
+    for name in names:
+        value = params.get(name)
+        if value:
+            if not value.isdigit():
+                raise exceptions.ValidationError({name: ["A number."]})
+            found = found.filter(**{f"{name}_id": int(value)})
+    return found
 
 
 class SlideErrorsMixin:
@@ -83,12 +94,7 @@ class SlideViewSet(
         found = super().get_queryset()
         if self.action == "list":
             params = self.request.query_params
-            for name in ("project", "sample"):
-                value = params.get(name)
-                if value:
-                    if not value.isdigit():
-                        raise exceptions.ValidationError({name: ["A number."]})
-                    found = found.filter(**{f"{name}_id": int(value)})
+            found = filter_by_ids(found, params, ("project", "sample"))
             state = params.get("state")
             if state:
                 if state not in SlideState.values:
@@ -390,17 +396,13 @@ class ModelVersionViewSet(
     def get_queryset(self):
         found = super().get_queryset()
         if self.action == "list":
-            project = self.request.query_params.get("project")
-            if project:
-                if not project.isdigit():
-                    raise exceptions.ValidationError({"project": ["A number."]})
-                found = found.filter(project_id=int(project))
+            found = filter_by_ids(found, self.request.query_params, ("project",))
             if self.request.query_params.get("name"):
                 found = found.filter(name=self.request.query_params["name"])
         return found
 
     def handle_exception(self, exc):
-        if isinstance(exc, registry.ModelError):
+        if isinstance(exc, AIError):
             return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
         return super().handle_exception(exc)
 
@@ -415,10 +417,7 @@ class ModelVersionViewSet(
         project = data.pop("project")
         if not has_project_role(request.user, project, "writer"):
             raise exceptions.PermissionDenied("Training models needs the writer role in the project.")
-        try:
-            job = train_job.start(project, request.user, data, data.pop("slides", None))
-        except train_job.TrainingError as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
+        job = train_job.start(project, request.user, data, data.pop("slides", None))
         body = JobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
@@ -458,16 +457,11 @@ class InferenceViewSet(
     def get_queryset(self):
         found = super().get_queryset()
         if self.action == "list":
-            for name in ("slide", "model_version"):
-                value = self.request.query_params.get(name)
-                if value:
-                    if not value.isdigit():
-                        raise exceptions.ValidationError({name: ["A number."]})
-                    found = found.filter(**{f"{name}_id": int(value)})
+            found = filter_by_ids(found, self.request.query_params, ("slide", "model_version"))
         return found
 
     def handle_exception(self, exc):
-        if isinstance(exc, ai_inference.InferenceError):
+        if isinstance(exc, AIError):
             return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
         return super().handle_exception(exc)
 
