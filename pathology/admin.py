@@ -6,7 +6,7 @@ conversion job (the "Convert again" action starts it).
 
 from django.contrib import admin, messages
 
-from pathology.models import Annotation, IngressSighting, ModelVersion, Pyramid, Slide
+from pathology.models import Annotation, Inference, IngressSighting, ModelVersion, Pyramid, Slide
 from pathology.services import slides as slide_service
 
 
@@ -89,6 +89,22 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ("name", "version", "project", "architecture", "input_size", "patch_microns", "created_at")
     list_filter = ("architecture", "created_at")
     search_fields = ("name", "description", "sha256")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Inference)
+class InferenceAdmin(admin.ModelAdmin):
+    """Results of applying a model: made by the inference job, not edited here."""
+
+    list_display = ("model_version", "slide", "state", "device", "tissue_patches", "created_at")
+    list_filter = ("state", "device", "created_at")
+    search_fields = ("slide__name", "model_version__name", "message")
+    raw_id_fields = ("slide", "model_version", "job")
 
     def has_change_permission(self, request, obj=None):
         return False
