@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from metadata.querysets import has_project_role
 from pathology.ai import AIError, registry, train_job
+from pathology.ai import diagnosis as ai_diagnosis
 from pathology.ai import inference as ai_inference
 from pathology.api import serializers as s
 from pathology.models import Inference, ModelVersion, Slide, SlideState
@@ -420,6 +421,38 @@ class ModelVersionViewSet(
         job = train_job.start(project, request.user, data, data.pop("slides", None))
         body = JobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("label", str, description="The pathologist's diagnosis (default diagnosis)."),
+            OpenApiParameter("export", str, enum=["csv"], description="csv: the patient table as a file."),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer])
+    def evaluation(self, request, pk=None):
+        """Patient diagnoses from this version's finished inferences (majority vote and mean
+        probability, per stain) beside the pathologist's, with the confusion matrix (rows: the
+        pathologist's, columns: the AI's), per-class precision and recall, accuracy and the
+        misclassified slides; `?export=csv` gives the patient table as CSV."""
+        version = self.get_object()
+        report = ai_diagnosis.evaluate(version, request.query_params.get("label") or "diagnosis")
+        if request.query_params.get("export") == "csv":
+            response = HttpResponse(ai_diagnosis.csv_text(report), content_type="text/csv; charset=utf-8")
+            name = f"{version.name}-v{version.version}-patients.csv"
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
+        return Response(report)
+
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["post"], url_path="write-diagnoses")
+    def write_diagnoses(self, request, pk=None):
+        """Append each patient's AI diagnosis to the patient's `ai_diagnosis` column (metadata
+        events naming this model version), beside the pathologist's diagnosis in the sheet."""
+        version = self.get_object()
+        if not has_project_role(request.user, version.project, "writer"):
+            raise exceptions.PermissionDenied("Writing diagnoses needs the writer role in the project.")
+        return Response({"patients": ai_diagnosis.write_back(version, request.user)})
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

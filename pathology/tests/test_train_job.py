@@ -108,6 +108,36 @@ def test_a_training_job_registers_a_model_that_tells_the_textures_apart(api, pro
     assert provenance["parameters"]["epochs"] == 5 and provenance["code_version"]
     assert "Epoch 5 of 5" in job.message or job.progress == 1.0
 
+    # applied to every slide, the patients' diagnoses are right, and written back to the sheet
+    started = api("writer").post(
+        "/api/v1/inferences/",
+        {"model_version": version.pk, "slides": [s.pk for s in labelled]},
+        format="json",
+    )
+    assert started.status_code == 202, started.content
+    for item in started.json():
+        JOB_KINDS["pathology.infer"].task.apply(args=[item["job"]])
+    report = api("reader").get(f"/api/v1/models/{version.pk}/evaluation/").json()
+    assert report["compared"] == 6 and report["accuracy"] == 1.0, report
+    assert report["confusion"] == [[3, 0], [0, 3]] and report["misclassified_slides"] == []
+    assert report["per_class"]["adeno"] == {"precision": 1.0, "recall": 1.0, "patients": 3}
+    row = report["patients"][0]
+    assert row["vote"] == row["mean_probability"] == row["pathologist"] and row["by_stain"] == {
+        "unknown": row["vote"]
+    }
+    exported = api("reader").get(f"/api/v1/models/{version.pk}/evaluation/?export=csv")
+    assert exported["Content-Type"].startswith("text/csv") and exported.content.decode().count("\n") == 7
+    missing = api("writer").post(f"/api/v1/models/{version.pk}/write-diagnoses/")
+    assert missing.status_code == 400 and missing.json()["code"] == "no_column"
+    add_column(project, "ai_diagnosis", "patient", label="AI diagnosis", type=PropertyType.TEXT, options=[])
+    assert api("reader").post(f"/api/v1/models/{version.pk}/write-diagnoses/").status_code == 403
+    written = api("writer").post(f"/api/v1/models/{version.pk}/write-diagnoses/")
+    assert written.status_code == 200 and written.json() == {"patients": 6}
+    from pathology.services.facts import slide_facts
+
+    facts = slide_facts(labelled, keys=("diagnosis", "ai_diagnosis"))
+    assert all(f["ai_diagnosis"] == f["diagnosis"] for f in facts.values())
+
 
 def test_what_cannot_be_trained_is_refused_before_any_work(api, project, labelled, people):
     Slide.objects.filter(name__in=["P4", "P5", "P6"]).update(sample=None)  # one class left
