@@ -45,11 +45,11 @@ def patient_table(version: ModelVersion, label: str = "diagnosis") -> list[dict]
         found = results(inference)
         tissue = found["tissue"]
         probabilities = found["probabilities"].astype(np.float64)[tissue]
-        winners = (
-            np.bincount(probabilities.argmax(axis=1), minlength=len(classes)) if len(probabilities) else 0
-        )
+        if not len(probabilities):
+            continue  # no tissue patch: nothing to vote with
+        winners = np.bincount(probabilities.argmax(axis=1), minlength=len(classes))
         votes[patient] += winners
-        sums[patient] += probabilities.sum(axis=0) if len(probabilities) else 0
+        sums[patient] += probabilities.sum(axis=0)
         stain = str(fact.get("stain") or "unknown")
         stains[patient][stain] = stains[patient].get(stain, 0) + winners
         if fact.get(label) not in (None, ""):
