@@ -79,6 +79,20 @@ def wait_worker(timeout: float = 60) -> None:
     raise RuntimeError("worker did not start")
 
 
+def run_alone(bench) -> int:
+    """`python -m benchmarks.<one>`: one benchmark section on its own embedded services."""
+    quick = "--quick" in sys.argv
+    stack = setup_django()
+    try:
+        rows, section = bench(quick)
+    finally:
+        stack.stop(only_started_here=True)
+    for name, ours, reference, what in rows:
+        print(f"{name}: {ours:.1f} vs {reference:.1f} ({ours / reference:.2f}; {what})")
+    print("\n".join(section))
+    return 0
+
+
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 

@@ -381,18 +381,9 @@ def bench_pathology(
 
 
 def main() -> int:
-    from benchmarks.__main__ import setup_django
+    from benchmarks.__main__ import run_alone
 
-    quick = "--quick" in sys.argv
-    stack = setup_django()
-    try:
-        rows, section = bench_pathology(quick)
-    finally:
-        stack.stop(only_started_here=True)
-    for name, ours, reference, what in rows:
-        print(f"{name}: {ours:.1f} vs {reference:.1f} ({ours / reference:.2f}; {what})")
-    print("\n".join(section))
-    return 0
+    return run_alone(bench_pathology)
 
 
 if __name__ == "__main__":

@@ -407,18 +407,9 @@ def bench_storage(quick: bool = False, *, log=print) -> tuple[list[tuple[str, fl
 
 
 def main() -> int:
-    from benchmarks.__main__ import setup_django
+    from benchmarks.__main__ import run_alone
 
-    quick = "--quick" in sys.argv
-    stack = setup_django()
-    try:
-        rows, section = bench_storage(quick)
-    finally:
-        stack.stop(only_started_here=True)
-    for name, ours, reference, what in rows:
-        print(f"{name}: {ours:.1f} vs {reference:.1f} ({ours / reference:.2f}; {what})")
-    print("\n".join(section))
-    return 0
+    return run_alone(bench_storage)
 
 
 if __name__ == "__main__":
