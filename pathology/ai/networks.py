@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHITECTURES = ("patchnet", "resnet18")
+from pathology.ai import ARCHITECTURES
 
 
 def _stage(inputs: int, outputs: int) -> nn.Sequential:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from pathology.ai import AIError, networks
+from pathology.ai import ARCHITECTURES, AIError
 from pathology.models import ModelVersion, Slide, SlideState
 
 KIND = "pathology.train"
@@ -28,10 +28,9 @@ class TrainingError(AIError):
     """A training that cannot be started."""
 
 
-def _number(params: dict, key: str, default, low, high, kind=float):
-    value = params.get(key, default)
+def _number(params: dict, key: str, low, high, kind=float):
     try:
-        value = kind(value)
+        value = kind(params[key])
     except (TypeError, ValueError):
         raise TrainingError(f"`{key}` must be a number.", f"invalid_{key}") from None
     if not (math.isfinite(value) and low <= value <= high):
@@ -39,28 +38,43 @@ def _number(params: dict, key: str, default, low, high, kind=float):
     return value
 
 
+# What a training request may leave out (`TrainingSerializer` shows these defaults).
+DEFAULTS = {
+    "architecture": "patchnet",
+    "label": "diagnosis",
+    "patch_microns": 128.0,
+    "input_size": 64,
+    "epochs": 10,
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "samples_per_epoch": 1024,
+    "validation": 0.15,
+    "test": 0.15,
+    "seed": 0,
+}
+
+
 def clean(params: dict) -> dict:
+    params = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     name = str(params.get("name") or "").strip()
     if not name or len(name) > 100:
         raise TrainingError("Give the model a name (at most 100 characters).", "invalid_name")
-    architecture = params.get("architecture", "patchnet")
-    if architecture not in networks.ARCHITECTURES:
-        raise TrainingError(
-            f"`architecture` is one of {', '.join(networks.ARCHITECTURES)}.", "invalid_architecture"
-        )
+    architecture = params["architecture"]
+    if architecture not in ARCHITECTURES:
+        raise TrainingError(f"`architecture` is one of {', '.join(ARCHITECTURES)}.", "invalid_architecture")
     return {
         "name": name,
         "architecture": architecture,
-        "label": str(params.get("label") or "diagnosis"),
-        "patch_microns": _number(params, "patch_microns", 128, 1, 10_000),
-        "input_size": _number(params, "input_size", 64, 16, 1024, int),
-        "epochs": _number(params, "epochs", 10, 1, 500, int),
-        "batch_size": _number(params, "batch_size", 32, 2, 1024, int),
-        "learning_rate": _number(params, "learning_rate", 1e-3, 1e-6, 1),
-        "samples_per_epoch": _number(params, "samples_per_epoch", 1024, 16, 10_000_000, int),
-        "validation": _number(params, "validation", 0.15, 0, 0.5),
-        "test": _number(params, "test", 0.15, 0, 0.5),
-        "seed": _number(params, "seed", 0, 0, 2**31 - 1, int),
+        "label": str(params["label"] or "diagnosis"),
+        "patch_microns": _number(params, "patch_microns", 1, 10_000),
+        "input_size": _number(params, "input_size", 16, 1024, int),
+        "epochs": _number(params, "epochs", 1, 500, int),
+        "batch_size": _number(params, "batch_size", 2, 1024, int),
+        "learning_rate": _number(params, "learning_rate", 1e-6, 1),
+        "samples_per_epoch": _number(params, "samples_per_epoch", 16, 10_000_000, int),
+        "validation": _number(params, "validation", 0, 0.5),
+        "test": _number(params, "test", 0, 0.5),
+        "seed": _number(params, "seed", 0, 2**31 - 1, int),
         "stains": [str(s) for s in params.get("stains") or []],
     }
 
@@ -103,7 +117,7 @@ def start(project, user, params: dict, slide_ids: list[int] | None = None):
 def run(job, progress, **params) -> dict:
     import torch
 
-    from pathology.ai import patches, registry, training
+    from pathology.ai import networks, patches, registry, training
 
     project_id = params["project"]
     classes = params["classes"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from metadata.models import Entity, Project
+from pathology.ai import ARCHITECTURES
+from pathology.ai.train_job import DEFAULTS as TRAINING
 from pathology.models import Inference, ModelVersion, Pyramid, Slide
 
 
@@ -240,24 +242,32 @@ class InferenceStartSerializer(serializers.Serializer):
 
 
 class TrainingSerializer(serializers.Serializer):
+    """A training request; what it leaves out takes `train_job.DEFAULTS` (shown as defaults)."""
+
     project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
     name = serializers.CharField(max_length=100)
-    architecture = serializers.ChoiceField(choices=["patchnet", "resnet18"], default="patchnet")
+    architecture = serializers.ChoiceField(choices=ARCHITECTURES, default=TRAINING["architecture"])
     label = serializers.CharField(
-        max_length=100, default="diagnosis", help_text="The metadata property whose values are the classes."
+        max_length=100,
+        default=TRAINING["label"],
+        help_text="The metadata property whose values are the classes.",
     )
     slides = serializers.ListField(
         child=serializers.IntegerField(min_value=1),
         required=False,
         help_text="Default: every labelled slide.",
     )
-    patch_microns = serializers.FloatField(default=128)
-    input_size = serializers.IntegerField(default=64)
-    epochs = serializers.IntegerField(default=10)
-    batch_size = serializers.IntegerField(default=32)
-    learning_rate = serializers.FloatField(default=1e-3)
-    samples_per_epoch = serializers.IntegerField(default=1024)
-    validation = serializers.FloatField(default=0.15, help_text="Share of patients held out for validation.")
-    test = serializers.FloatField(default=0.15, help_text="Share of patients held out for the test.")
-    seed = serializers.IntegerField(default=0)
+    patch_microns = serializers.FloatField(default=TRAINING["patch_microns"])
+    input_size = serializers.IntegerField(default=TRAINING["input_size"])
+    epochs = serializers.IntegerField(default=TRAINING["epochs"])
+    batch_size = serializers.IntegerField(default=TRAINING["batch_size"])
+    learning_rate = serializers.FloatField(default=TRAINING["learning_rate"])
+    samples_per_epoch = serializers.IntegerField(default=TRAINING["samples_per_epoch"])
+    validation = serializers.FloatField(
+        default=TRAINING["validation"], help_text="Share of patients held out for validation."
+    )
+    test = serializers.FloatField(
+        default=TRAINING["test"], help_text="Share of patients held out for the test."
+    )
+    seed = serializers.IntegerField(default=TRAINING["seed"])
     stains = serializers.ListField(child=serializers.CharField(max_length=50), required=False)

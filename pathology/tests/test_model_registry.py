@@ -192,3 +192,16 @@ def test_every_role(api, project, people, tmp_path, role, listed, adds):
     for method in ("put", "patch", "delete"):
         assert getattr(api(role), method)(f"/api/v1/models/{version.pk}/").status_code in (401, 403, 404, 405)
     assert ModelVersion.objects.get(pk=version.pk).description == ""
+
+
+def test_pages_and_the_api_start_without_torch():
+    """torch is imported where a model is used, not when the web process loads its URLs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import django, sys; django.setup(); import portal.urls, pathology.api.views; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    env = {**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "portal.settings.test"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
