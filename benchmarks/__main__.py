@@ -11,7 +11,10 @@ Each figure is shown beside a reference measured in the same run on the same ser
 - whole-slide images (`benchmarks/pathology.py`): conversion against vips dzsave, tile serving
   (wrk) against large-image and bare views, region reads against OpenSlide;
 - DICOM (`benchmarks/imaging.py`): STOW-RS and C-STORE ingest, QIDO-RS search and WADO-RS series
-  metadata against Orthanc with its DICOMweb plugin.
+  metadata against Orthanc with its DICOMweb plugin;
+- AI inference (`benchmarks/ai.py`): patches/s through the inference job's whole pipeline (tile
+  reads, decoding, transforms, network) against the network alone on pre-made tensors, on the
+  GPU when there is one.
 Later issues add their own sections here.
 """
 
@@ -260,6 +263,10 @@ def main() -> int:
 
         imaging_rows, imaging_section = bench_imaging(quick=quick)
         rows += imaging_rows
+        from benchmarks.ai import bench_ai
+
+        ai_rows, ai_section = bench_ai(quick=quick)
+        rows += ai_rows
     finally:
         for proc in processes:
             proc.terminate()
@@ -281,6 +288,7 @@ def main() -> int:
     lines += storage_section
     lines += pathology_section
     lines += imaging_section
+    lines += ai_section
     report = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "report.md").write_text(report)
     print(report)

@@ -86,8 +86,17 @@ class IngressSightingAdmin(admin.ModelAdmin):
 class ModelVersionAdmin(admin.ModelAdmin):
     """Model versions are immutable: shown, not changed (a change is a new version)."""
 
-    list_display = ("name", "version", "project", "architecture", "input_size", "patch_microns", "created_at")
-    list_filter = ("architecture", "created_at")
+    list_display = (
+        "name",
+        "version",
+        "project",
+        "kind",
+        "architecture",
+        "input_size",
+        "patch_microns",
+        "created_at",
+    )
+    list_filter = ("kind", "architecture", "created_at")
     search_fields = ("name", "description", "sha256")
 
     def has_change_permission(self, request, obj=None):

@@ -52,7 +52,8 @@ def infer_slide(job, progress, **params) -> dict:
 
 @job_task("pathology.train", label="Train a patch classifier", queue="gpu", generic_start=False)
 def train_model(job, progress, **params) -> dict:
-    """Train a built-in network on the project's labelled slides (split by patient) and register it."""
+    """Train a built-in network, or fine-tune a registered model, on the project's labelled slides
+    (split by patient) and register the result."""
     from pathology.ai import train_job
 
     return train_job.run(job, progress, **params)

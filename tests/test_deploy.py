@@ -132,6 +132,7 @@ def test_compose_stack_has_every_role():
     gpu = services["gpu-worker"]
     assert gpu["environment"]["PORTAL_WORKER_QUEUES"] == "gpu"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert gpu["shm_size"] == "4gb"  # the patch loaders' shared memory
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert set(compose()["volumes"]) == {"portal-data", "postgres-data", "redis-data"}
     # OHIF is built from deploy/ohif/ and linked from the study pages (tests/test_ohif.py runs it).
@@ -204,9 +205,15 @@ def test_each_role_is_a_deployment_with_probes_and_the_data_volume():
         worker = spec["containers"][0]
         assert worker["args"] == ["worker"]
         assert worker["livenessProbe"]["exec"]["command"] == ["python", "manage.py", "probe_worker"]
-        assert {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]} == {"portal-data"}
-    gpu = docs[("Deployment", "portal-gpu-worker")]["spec"]["template"]["spec"]["containers"][0]
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if v["name"] == "data"}
+        assert claims == {"portal-data"}
+    gpu_spec = docs[("Deployment", "portal-gpu-worker")]["spec"]["template"]["spec"]
+    gpu = gpu_spec["containers"][0]
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # the patch loaders' shared memory: memory-backed, larger than a container's 64 MB
+    (shm,) = [v for v in gpu_spec["volumes"] if v["name"] == "shm"]
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "shm", "mountPath": "/dev/shm"} in gpu["volumeMounts"]
     assert {"name": "PORTAL_WORKER_QUEUES", "value": "gpu"} in gpu["env"]
     beat = docs[("Deployment", "portal-beat")]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"

@@ -37,6 +37,7 @@ def patient_table(version: ModelVersion, label: str = "diagnosis") -> list[dict]
     stains: dict[object, dict[str, np.ndarray]] = defaultdict(dict)
     truth: dict[object, object] = {}
     slides: dict[object, list[int]] = defaultdict(list)
+    jobs: dict[object, list[int]] = defaultdict(list)
     for slide_id, inference in latest.items():
         fact = facts.get(slide_id)
         if not fact:
@@ -55,6 +56,8 @@ def patient_table(version: ModelVersion, label: str = "diagnosis") -> list[dict]
         if fact.get(label) not in (None, ""):
             truth[patient] = str(fact[label])
         slides[patient].append(slide_id)
+        if inference.job_id:
+            jobs[patient].append(inference.job_id)
     rows = []
     for patient, counted in votes.items():
         total = int(counted.sum())
@@ -64,6 +67,7 @@ def patient_table(version: ModelVersion, label: str = "diagnosis") -> list[dict]
             {
                 "patient": patient,
                 "slides": sorted(slides[patient]),
+                "jobs": sorted(jobs[patient]),
                 "patches": total,
                 "vote": classes[int(counted.argmax())],
                 "mean_probability": classes[int(sums[patient].argmax())],
@@ -108,20 +112,28 @@ def evaluate(version: ModelVersion, label: str = "diagnosis") -> dict:
 
 def write_back(version: ModelVersion, user, column: str = "ai_diagnosis") -> int:
     """Append each patient's AI diagnosis (the vote) to the patient's `column` as an event
-    authored by `user`, naming the model version; returns how many patients were written."""
+    authored by `user`, whose comment names the model version and the inference jobs the vote
+    comes from (one batch per patient, all or none); returns how many patients were written."""
+    from django.db import transaction
+
     from metadata.services.events import EventError, append_events
 
     rows = patient_table(version)
     if not rows:
         return 0
-    changes = [{"entity": r["patient"], "property": column, "value": r["vote"]} for r in rows]
     try:
-        append_events(
-            version.project,
-            changes,
-            author=user,
-            comment=f"AI diagnosis by {version.name} v{version.version} (model version {version.pk})",
-        )
+        with transaction.atomic():
+            for row in rows:
+                jobs = ", ".join(f"#{j}" for j in row["jobs"])
+                append_events(
+                    version.project,
+                    [{"entity": row["patient"], "property": column, "value": row["vote"]}],
+                    author=user,
+                    comment=(
+                        f"AI diagnosis by {version.name} v{version.version} (model version {version.pk})"
+                        + (f" from inference jobs {jobs}" if jobs else "")
+                    ),
+                )
     except EventError as exc:
         raise AIError(
             f"The AI diagnoses could not be written to “{column}”: {exc} "

@@ -11,6 +11,7 @@ marked done; a failure leaves a message and no result.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -31,8 +32,10 @@ class InferenceError(AIError):
 
 def start(version: ModelVersion, slides: list[Slide], user, mpp: float | None = None) -> list[Inference]:
     """Queue the version on each slide (all or none: each slide is checked first)."""
+    from pathology.ai.registry import require_classifier
     from portal.services.jobs import start_job
 
+    require_classifier(version)
     if mpp is not None and (not math.isfinite(mpp) or not 0.01 <= mpp <= 100):
         raise InferenceError("`mpp` must be between 0.01 and 100 microns per pixel.", "invalid_mpp")
     chosen = []
@@ -86,13 +89,8 @@ def run(job, progress, inference: int) -> dict:
             raise PatchError("The slide has no tissue tiles to classify.")
         progress(0.1, f"Classifying {len(grid):,} patches on {where}")
         module = registry.load(version, where)
-        probabilities, tissue = predict_patches(
-            module,
-            grid,
-            batch_size=64,
-            workers=min(4, os.cpu_count() or 1) if len(grid) > 256 else 0,
-            device=where,
-        )
+        # as many loader processes as the device needs (`patches.loader_workers`)
+        probabilities, tissue = predict_patches(module, grid, batch_size=64, device=where)
     except (PatchError, OSError, RuntimeError) as exc:
         Inference.objects.filter(pk=record.pk).update(
             state=InferenceState.FAILED, message=str(exc)[:500], finished_at=timezone.now()
@@ -137,11 +135,20 @@ def run(job, progress, inference: int) -> dict:
 
 
 def results(inference: Inference) -> dict:
-    """The stored per-patch results as arrays (for maps, votes and the API)."""
+    """The stored per-patch results as arrays (for maps, votes and the API). A finished
+    inference's file never changes, so the last few read are kept (a map's tiles read it often)."""
+    return _read_results(str(Path(settings.PORTAL_DATA_DIR) / inference.path))
+
+
+@functools.lru_cache(maxsize=16)
+def _read_results(path: str) -> dict:
     import numpy as np
 
-    with np.load(Path(settings.PORTAL_DATA_DIR) / inference.path) as data:
-        return {key: data[key] for key in data.files}
+    with np.load(path) as data:
+        found = {key: data[key] for key in data.files}
+    for array in found.values():
+        array.setflags(write=False)  # shared between callers
+    return found
 
 
 # Okabe–Ito colours (told apart with every common colour-vision deficiency), one per class.
@@ -150,6 +157,37 @@ PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#F
 
 def colours(classes: list[str]) -> dict[str, str]:
     return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(classes)}
+
+
+def map_cells(inference: Inference):
+    """The diagnosis map at one pixel per grid cell (RGBA: the most likely class's colour, alpha
+    by how sure the model is; clear where no tissue patch is) and the cell side in level-0
+    pixels; kept for the last few maps, whose tiles are asked for together."""
+    return _map_cells(str(Path(settings.PORTAL_DATA_DIR) / inference.path))
+
+
+@functools.lru_cache(maxsize=16)
+def _map_cells(path: str):
+    import numpy as np
+
+    found = _read_results(path)
+    side = float(found["side"])
+    probabilities = found["probabilities"].astype(np.float32)
+    classes = probabilities.shape[1]
+    index = np.floor(found["centres"] / side).astype(np.int64)  # centres sit mid-cell
+    cells = np.zeros(
+        (int(index[:, 1].max(initial=-1)) + 1, int(index[:, 0].max(initial=-1)) + 1, 4), np.uint8
+    )
+    tissue = found["tissue"]
+    best = probabilities.argmax(axis=1)
+    sure = (probabilities.max(axis=1) - 1 / classes) / (1 - 1 / classes)
+    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in PALETTE], dtype=np.uint8)
+    colour = np.concatenate(
+        [palette[best % len(palette)], np.round(255 * np.clip(sure, 0, 1)).astype(np.uint8)[:, None]], axis=1
+    )
+    cells[index[tissue, 1], index[tissue, 0]] = colour[tissue]
+    cells.setflags(write=False)
+    return cells, side
 
 
 def overlay_tile(inference: Inference, level: int, x: int, y: int) -> bytes | None:
@@ -169,31 +207,17 @@ def overlay_tile(inference: Inference, level: int, x: int, y: int) -> bytes | No
     width, height = -(-pyramid.width // downsample), -(-pyramid.height // downsample)
     if x < 0 or y < 0 or x * size >= width or y * size >= height:
         return None
-    found = results(inference)
-    centres, side = found["centres"], float(found["side"])
-    probabilities = found["probabilities"].astype(np.float32)
-    classes = probabilities.shape[1]
-    left, top = x * size * downsample, y * size * downsample
-    span = size * downsample
-    near = (
-        found["tissue"]
-        & (centres[:, 0] + side / 2 > left)
-        & (centres[:, 0] - side / 2 < left + span)
-        & (centres[:, 1] + side / 2 > top)
-        & (centres[:, 1] - side / 2 < top + span)
-    )
-    tile = np.zeros((size, size, 4), dtype=np.uint8)
-    palette = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in PALETTE], dtype=np.uint8)
-    for (cx, cy), row in zip(centres[near], probabilities[near], strict=True):
-        best = int(row.argmax())
-        sure = (float(row[best]) - 1 / classes) / (1 - 1 / classes)
-        x0 = int(np.floor((cx - side / 2 - left) / downsample))
-        y0 = int(np.floor((cy - side / 2 - top) / downsample))
-        x1 = int(np.ceil((cx + side / 2 - left) / downsample))
-        y1 = int(np.ceil((cy + side / 2 - top) / downsample))
-        box = tile[max(0, y0) : max(0, min(size, y1)), max(0, x0) : max(0, min(size, x1))]
-        box[..., :3] = palette[best % len(palette)]
-        box[..., 3] = int(round(255 * min(1.0, max(0.0, sure))))
+    cells, side = map_cells(inference)
+    # Edge tiles end with the slide, as the slide's Deep Zoom tiles do (a viewer stretches a
+    # tile over its place: a full-size edge tile would be drawn squeezed).
+    rows, columns = min(size, height - y * size), min(size, width - x * size)
+    # Each tile pixel takes the grid cell under its centre (level-0 pixels; cells are `side` wide).
+    column_of = np.floor(((x * size + np.arange(columns) + 0.5) * downsample) / side).astype(np.int64)
+    row_of = np.floor(((y * size + np.arange(rows) + 0.5) * downsample) / side).astype(np.int64)
+    inside_x = column_of < cells.shape[1]
+    inside_y = row_of < cells.shape[0]
+    tile = np.zeros((rows, columns, 4), dtype=np.uint8)
+    tile[np.ix_(inside_y, inside_x)] = cells[np.ix_(row_of[inside_y], column_of[inside_x])]
     out = io.BytesIO()
     Image.fromarray(tile, "RGBA").save(out, format="PNG", optimize=False, compress_level=3)
     return out.getvalue()

@@ -6,6 +6,10 @@
 
 Every network takes N × 3 × S × S float input (normalised) and gives N × classes logits; each can
 be turned into TorchScript (`scripted`) and registered like an uploaded model.
+
+Fine-tuning (`fine_tuning`) starts from a registered TorchScript model instead: a classifier with
+exactly the training's classes is trained as it is; a backbone, or a classifier of other classes,
+gets a new linear head (`FineTuned`, itself scriptable) from its outputs to the training's classes.
 """
 
 from __future__ import annotations
@@ -93,3 +97,38 @@ def build(architecture: str, classes: int) -> nn.Module:
 def scripted(model: nn.Module) -> torch.jit.ScriptModule:
     """The network as TorchScript, in evaluation mode (how the registry keeps every model)."""
     return torch.jit.script(model.eval())
+
+
+class FineTuned(nn.Module):
+    """A scripted base model (a backbone's N × F features or a classifier's N × C scores) under a
+    new linear head for the training's classes. With `frozen` only the head learns: the base's
+    parameters take no gradient and the base stays in evaluation mode, so its batch-norm
+    statistics and dropout stay as they were."""
+
+    def __init__(self, base: nn.Module, inputs: int, classes: int, frozen: bool = False):
+        super().__init__()
+        self.base = base
+        self.head = nn.Linear(inputs, classes)
+        self.frozen = frozen
+        for parameter in base.parameters():
+            parameter.requires_grad_(not frozen)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.base.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.base(x), 1))
+
+
+def fine_tuning(base: nn.Module, outputs: int, classes: int, head: bool, frozen: bool = False) -> nn.Module:
+    """The network to fine-tune from `base` (a loaded TorchScript module giving `outputs` values per
+    patch): the base itself when it already gives the training's classes (`head` false), else the
+    base under a new head for `classes` classes."""
+    if not head:
+        for parameter in base.parameters():
+            parameter.requires_grad_(True)  # a file saved with frozen parameters still learns here
+        return base
+    return FineTuned(base, outputs, classes, frozen)

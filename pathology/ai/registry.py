@@ -3,7 +3,8 @@ checking that it loads and that it does what its description says; load versions
 
 A model is checked before anything is stored: the file must be TorchScript; the network must
 take N × 3 × S × S input for the described input size S and give N × C outputs for the C
-described classes. Each failure says which, and nothing is registered.
+described classes – or, for a backbone (a feature extractor, kept only to be fine-tuned),
+N × F outputs for its F described features. Each failure says which, and nothing is registered.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from pathology.ai import AIError
-from pathology.models import ModelVersion
+from pathology.models import ModelKind, ModelVersion
 
 MAX_MODEL_BYTES = 2 * 1024**3
 MIN_INPUT, MAX_INPUT = 16, 1024
+MAX_FEATURES = 65_536
 
 
 class ModelError(AIError):
@@ -42,14 +44,44 @@ def clean_description(description: dict) -> dict:
     name = str(description.get("name") or "").strip()
     if not name or len(name) > 100:
         raise ModelError("Give the model a name (at most 100 characters).", "invalid_name")
-    classes = description.get("classes")
-    if (
-        not isinstance(classes, list)
-        or len(classes) < 2
-        or not all(isinstance(c, str) and c.strip() for c in classes)
-        or len({c.strip() for c in classes}) != len(classes)
-    ):
-        raise ModelError("`classes` must list at least two different class labels.", "invalid_classes")
+    kind = description.get("kind") or ModelKind.CLASSIFIER
+    if kind not in ModelKind.values:
+        raise ModelError(
+            "`kind` is classifier (class scores per patch) or backbone (features per patch).", "invalid_kind"
+        )
+    classes, features = description.get("classes"), description.get("features")
+    if kind == ModelKind.BACKBONE:
+        if classes:
+            raise ModelError(
+                "A backbone gives features, not classes: describe it by `features` and leave `classes` "
+                "out (the classes come with fine-tuning).",
+                "invalid_classes",
+            )
+        try:
+            features = 0 if isinstance(features, bool | float) else int(features)
+        except (TypeError, ValueError):
+            features = 0
+        if not 1 <= features <= MAX_FEATURES:
+            raise ModelError(
+                f"A backbone needs `features`: how many features it gives per patch (1 to {MAX_FEATURES:,}).",
+                "invalid_features",
+            )
+        classes = []
+    else:
+        if features not in (None, ""):
+            raise ModelError(
+                "`features` describes a backbone; a classifier is described by its `classes` (or give "
+                '`kind` "backbone").',
+                "invalid_features",
+            )
+        features = None
+        if (
+            not isinstance(classes, list)
+            or len(classes) < 2
+            or not all(isinstance(c, str) and c.strip() for c in classes)
+            or len({c.strip() for c in classes}) != len(classes)
+        ):
+            raise ModelError("`classes` must list at least two different class labels.", "invalid_classes")
     try:
         patch_microns = float(description.get("patch_microns"))
         input_size = int(description.get("input_size"))
@@ -83,7 +115,9 @@ def clean_description(description: dict) -> dict:
             raise ModelError(f"`{key}` is an object.", f"invalid_{key}")
     return {
         "name": name,
+        "kind": kind,
         "classes": [c.strip() for c in classes],
+        "features": features,
         "patch_microns": patch_microns,
         "input_size": input_size,
         "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
@@ -94,8 +128,9 @@ def clean_description(description: dict) -> dict:
     }
 
 
-def check_model(path: Path, input_size: int, classes: int):
-    """Load the TorchScript file and try it on two blank inputs; the loaded module, or ModelError."""
+def check_model(path: Path, input_size: int, outputs: int, kind: str = ModelKind.CLASSIFIER):
+    """Load the TorchScript file and try it on two blank inputs; the loaded module, or ModelError.
+    A classifier must give `outputs` class scores per patch, a backbone `outputs` features."""
     import torch
 
     try:
@@ -117,19 +152,34 @@ def check_model(path: Path, input_size: int, classes: int):
             f"gives ({first}).",
             "input_size_mismatch",
         ) from None
+    backbone = kind == ModelKind.BACKBONE
     if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 2:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ModelError(
-            f"The model gives {shape} for 2 patches; a patch classifier gives one row of class scores "
-            "per patch (N × classes).",
-            "output_shape",
+        what = (
+            "a backbone gives one row of features per patch (N × features; flatten pooled maps)"
+            if backbone
+            else "a patch classifier gives one row of class scores per patch (N × classes)"
         )
-    if output.shape[1] != classes:
+        raise ModelError(f"The model gives {shape} for 2 patches; {what}.", "output_shape")
+    if backbone and output.shape[1] != outputs:
         raise ModelError(
-            f"The model gives {output.shape[1]} scores per patch, its description names {classes} classes.",
+            f"The backbone gives {output.shape[1]} features per patch, its description says {outputs}.",
+            "feature_count_mismatch",
+        )
+    if not backbone and output.shape[1] != outputs:
+        raise ModelError(
+            f"The model gives {output.shape[1]} scores per patch, its description names {outputs} classes.",
             "class_count_mismatch",
         )
     return module
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def register(
@@ -143,12 +193,9 @@ def register(
         raise ModelError("The model file is empty (0 bytes).", "empty")
     if size > MAX_MODEL_BYTES:
         raise ModelError(f"The model file is larger than {MAX_MODEL_BYTES // 1024**3} GiB.", "too_large")
-    check_model(source, fields["input_size"], len(fields["classes"]))
-    digest = hashlib.sha256()
-    with open(source, "rb") as handle:
-        while block := handle.read(1024 * 1024):
-            digest.update(block)
-    sha = digest.hexdigest()
+    outputs = fields["features"] if fields["kind"] == ModelKind.BACKBONE else len(fields["classes"])
+    check_model(source, fields["input_size"], outputs, fields["kind"])
+    sha = sha256_of(source)
     relative = Path("models") / str(project.pk) / f"{sha}.pt"
     target = Path(settings.PORTAL_DATA_DIR) / relative
     if not target.exists():
@@ -181,14 +228,27 @@ def register(
     )
 
 
+def require_classifier(version: ModelVersion) -> None:
+    """ModelError for a backbone: it gives features, not classes, so it classifies nothing."""
+    if version.kind == ModelKind.BACKBONE:
+        raise ModelError(
+            f"Model version {version.pk} ({version}) is a backbone: it gives features, not classes, so it "
+            "cannot be applied to slides. Fine-tune it into a classifier first (POST /api/v1/models/train/ "
+            "with it as `base_model`).",
+            "backbone_not_classifier",
+        )
+
+
 _loaded: dict[tuple[int, str], object] = {}
 _lock = threading.Lock()
 
 
 def load(version: ModelVersion, where: str | None = None):
-    """The version's network, in evaluation mode on `where` (default: `device()`); kept loaded."""
+    """The version's network, in evaluation mode on `where` (default: `device()`); kept loaded
+    (shared: never train a loaded module – fine-tuning loads its own copy)."""
     import torch
 
+    require_classifier(version)
     where = where or device()
     key = (version.pk, where)
     with _lock:

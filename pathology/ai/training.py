@@ -96,6 +96,7 @@ def train(
     import torch
     from torch.utils.data import DataLoader
 
+    from pathology.ai.patches import children_allowed
     from pathology.ai.registry import device as default_device
 
     device = device or default_device()
@@ -124,11 +125,15 @@ def train(
             persistent_workers=False,
             pin_memory=mixed,
         )
-        loss, accuracy = _epoch(model, loader, device, optimiser, scaler)
+        with children_allowed():  # loader processes, also in a Celery worker's (daemonic) pool process
+            batches = iter(loader)
+        loss, accuracy = _epoch(model, batches, device, optimiser, scaler)
         metrics = {"epoch": epoch + 1, "loss": loss, "accuracy": accuracy}
         if validation is not None:
             val_loader = DataLoader(validation, batch_size=batch_size, num_workers=workers)
-            metrics["val_loss"], metrics["val_accuracy"] = _epoch(model, val_loader, device)
+            with children_allowed():
+                val_batches = iter(val_loader)
+            metrics["val_loss"], metrics["val_accuracy"] = _epoch(model, val_batches, device)
         result.history.append(metrics)
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -149,25 +154,47 @@ def train(
     return result
 
 
-def predict_patches(module, grid, *, batch_size: int = 64, workers: int = 0, device: str | None = None):
+def predict_patches(
+    module, grid, *, batch_size: int = 64, workers: int | None = None, device: str | None = None
+):
     """For every patch of a `GridPatches` dataset, in its order: class probabilities
     (len(grid) × classes, numpy) and whether it shows tissue (glass patches are left out of maps
-    and votes)."""
+    and votes).
+
+    Batches are read by `workers` loader processes ahead of the network (`GridPatches.batches`:
+    a compact part of the slide each, every tile decoded once for all its patches) as uint8, a
+    quarter of the bytes of floats to move, and scaled and normalised where the network runs.
+    None: as many as the device needs (`patches.loader_workers`). On a GPU the batches come
+    page-locked and are copied while the next ones run, and the results are fetched once at the
+    end, so the GPU does not wait for the host between batches."""
     import numpy as np
     import torch
-    from torch.utils.data import DataLoader
 
-    from pathology.ai.registry import device as default_device
+    from pathology.ai.patches import loader_workers
 
-    device = device or default_device()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    if workers is None:
+        workers = loader_workers(device)
     module.to(device).eval()
-    found = np.zeros((len(grid), 0), dtype=np.float32)
+    # `patches.to_input`'s (value / 255 - mean) / std as one multiply-add
+    mean = torch.tensor(grid.spec.mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(grid.spec.std, dtype=torch.float64).view(1, 3, 1, 1)
+    scale = (1 / (255 * std)).float().to(device)
+    shift = (-mean / std).float().to(device)
     tissue = np.zeros(len(grid), dtype=bool)
+    order, found = [], []
     with torch.no_grad():
-        for inputs, indexes, shows_tissue in DataLoader(grid, batch_size=batch_size, num_workers=workers):
-            probabilities = torch.softmax(module(inputs.to(device)), dim=1).float().cpu().numpy()
-            if found.shape[1] == 0:
-                found = np.zeros((len(grid), probabilities.shape[1]), dtype=np.float32)
-            found[indexes.numpy()] = probabilities
+        for pixels, indexes, shows_tissue in grid.batches(batch_size, workers, pin_memory=cuda):
+            inputs = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
+            inputs = torch.addcmul(
+                shift, inputs.to(torch.float32, memory_format=torch.contiguous_format), scale
+            )
+            found.append(torch.softmax(module(inputs), dim=1).float())
+            order.append(indexes.numpy())
             tissue[indexes.numpy()] = shows_tissue.numpy()
-    return found, tissue
+    if not found:
+        return np.zeros((0, 0), dtype=np.float32), tissue
+    probabilities = np.zeros((len(grid), found[0].shape[1]), dtype=np.float32)
+    probabilities[np.concatenate(order)] = torch.cat(found).cpu().numpy()
+    return probabilities, tissue

@@ -7,6 +7,7 @@ from rest_framework import serializers
 from metadata.models import Entity, Project
 from pathology.ai import ARCHITECTURES
 from pathology.ai.train_job import DEFAULTS as TRAINING
+from pathology.ai.train_job import FROM_BASE
 from pathology.models import Inference, ModelVersion, Pyramid, Slide
 
 
@@ -172,11 +173,21 @@ class JSONText(serializers.JSONField):
 
 class ModelVersionSerializer(serializers.ModelSerializer):
     """A registered model version (read), or a TorchScript file and its description (create:
-    multipart; `classes`, `normalisation`, `stains`, `metrics` and `provenance` as JSON)."""
+    multipart; `classes`, `normalisation`, `stains`, `metrics` and `provenance` as JSON). A
+    classifier is described by its `classes`, a backbone (`kind` "backbone": a feature extractor,
+    only fine-tuned) by its number of `features`."""
 
     project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
     file = serializers.FileField(write_only=True, help_text="The TorchScript file (torch.jit.save).")
-    classes = JSONText(help_text='Labels in output order, e.g. ["tumour", "stroma"].')
+    classes = JSONText(
+        required=False,
+        help_text='Labels in output order, e.g. ["tumour", "stroma"] (a classifier; a backbone has none).',
+    )
+    features = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="A backbone's features per patch (its output is N × features).",
+    )
     normalisation = JSONText(
         required=False, help_text='{"mean": [r, g, b], "std": [r, g, b]} of inputs in 0–1.'
     )
@@ -192,9 +203,11 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "name",
             "version",
             "architecture",
+            "kind",
             "description",
             "stains",
             "classes",
+            "features",
             "patch_microns",
             "input_size",
             "normalisation",
@@ -211,12 +224,19 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 
 class InferenceSerializer(serializers.ModelSerializer):
+    model_label = serializers.SerializerMethodField(help_text="The model version's name and number.")
+    classes = serializers.ListField(
+        source="model_version.classes", child=serializers.CharField(), read_only=True
+    )
+
     class Meta:
         model = Inference
         fields = [
             "id",
             "slide",
             "model_version",
+            "model_label",
+            "classes",
             "job",
             "state",
             "message",
@@ -232,13 +252,28 @@ class InferenceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def get_model_label(self, inference) -> str:
+        return str(inference.model_version)
+
 
 class InferenceStartSerializer(serializers.Serializer):
     model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
-    slides = serializers.PrimaryKeyRelatedField(queryset=Slide.objects.all(), many=True, allow_empty=False)
+    slides = serializers.PrimaryKeyRelatedField(
+        queryset=Slide.objects.all(), many=True, allow_empty=False, required=False
+    )
+    all_slides = serializers.BooleanField(
+        default=False, help_text="Instead of `slides`: every converted slide of the model's project."
+    )
     mpp = serializers.FloatField(
         required=False, help_text="Microns per pixel, for slides that do not say (or to override them)."
     )
+
+    def validate(self, attrs):
+        if bool(attrs.get("slides")) == attrs["all_slides"]:
+            raise serializers.ValidationError(
+                "Give either `slides` (a list of slide ids) or `all_slides`: true."
+            )
+        return attrs
 
 
 class TrainingSerializer(serializers.Serializer):
@@ -246,7 +281,21 @@ class TrainingSerializer(serializers.Serializer):
 
     project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
     name = serializers.CharField(max_length=100)
-    architecture = serializers.ChoiceField(choices=ARCHITECTURES, default=TRAINING["architecture"])
+    architecture = serializers.ChoiceField(
+        choices=ARCHITECTURES,
+        default=TRAINING["architecture"],
+        help_text="A built-in network trained from scratch (not with `base_model`).",
+    )
+    base_model = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Or: the id of a model version of the project to fine-tune (a classifier or a backbone); "
+        "`patch_microns`, `input_size` and the normalisation are then the base's unless given.",
+    )
+    freeze_backbone = serializers.BooleanField(
+        default=TRAINING["freeze_backbone"],
+        help_text="With `base_model`: train only a new head over it, the base's weights kept.",
+    )
     label = serializers.CharField(
         max_length=100,
         default=TRAINING["label"],
@@ -271,3 +320,10 @@ class TrainingSerializer(serializers.Serializer):
     )
     seed = serializers.IntegerField(default=TRAINING["seed"])
     stains = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+
+    def validate(self, attrs):
+        if attrs.get("base_model") is not None:  # the base's values, unless the request gives others
+            for key in FROM_BASE:
+                if key not in self.initial_data:
+                    attrs.pop(key, None)
+        return attrs

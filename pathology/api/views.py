@@ -384,7 +384,8 @@ class ModelVersionViewSet(
 ):
     """The AI model registry: model versions of your projects. POST (multipart: `file`, a TorchScript
     model, with `project` and its description) checks the model against the description and adds
-    it as the next version of its name; versions never change."""
+    it as the next version of its name; versions never change. A classifier is described by its
+    `classes`; a backbone (`kind` "backbone", described by its `features`) is only fine-tuned."""
 
     queryset = ModelVersion.objects.select_related("project")
     serializer_class = s.ModelVersionSerializer
@@ -411,7 +412,9 @@ class ModelVersionViewSet(
     @action(detail=False, methods=["post"], parser_classes=[JSONParser])
     def train(self, request):
         """Train a built-in network on the project's slides labelled in their metadata (split by
-        patient) as a job on the `gpu` queue; the result is registered as the next version."""
+        patient) as a job on the `gpu` queue; the result is registered as the next version. With
+        `base_model` a registered model of the project is fine-tuned instead (a backbone, or a
+        classifier of other classes, under a new head for the training's classes)."""
         serializer = s.TrainingSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
@@ -436,6 +439,7 @@ class ModelVersionViewSet(
         pathologist's, columns: the AI's), per-class precision and recall, accuracy and the
         misclassified slides; `?export=csv` gives the patient table as CSV."""
         version = self.get_object()
+        registry.require_classifier(version)
         report = ai_diagnosis.evaluate(version, request.query_params.get("label") or "diagnosis")
         if request.query_params.get("export") == "csv":
             response = HttpResponse(ai_diagnosis.csv_text(report), content_type="text/csv; charset=utf-8")
@@ -452,6 +456,7 @@ class ModelVersionViewSet(
         version = self.get_object()
         if not has_project_role(request.user, version.project, "writer"):
             raise exceptions.PermissionDenied("Writing diagnoses needs the writer role in the project.")
+        registry.require_classifier(version)
         return Response({"patients": ai_diagnosis.write_back(version, request.user)})
 
     def create(self, request, *args, **kwargs):
@@ -474,10 +479,10 @@ class ModelVersionViewSet(
 class InferenceViewSet(
     PortalViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    """A model version applied to slides of its project. POST {model_version, slides, mpp?}
-    queues one job per slide (the `gpu` queue; the CPU where there is no GPU); `results/` gives
-    every grid patch's centre (level-0 pixels), whether it shows tissue and its class
-    probabilities."""
+    """A model version applied to slides of its project. POST {model_version, slides, mpp?} (or
+    `all_slides`: true for every converted slide of the project) queues one job per slide (the
+    `gpu` queue; the CPU where there is no GPU); `results/` gives every grid patch's centre
+    (level-0 pixels), whether it shows tissue and its class probabilities."""
 
     queryset = Inference.objects.select_related("model_version", "slide")
     serializer_class = s.InferenceSerializer
@@ -507,12 +512,27 @@ class InferenceViewSet(
         visible = ModelVersion.objects.for_user(request.user, "view")
         if not visible.filter(pk=version.pk).exists():
             raise exceptions.ValidationError({"model_version": ["No such model version."]})
-        slides = list(Slide.objects.select_related("pyramid").filter(pk__in=[x.pk for x in data["slides"]]))
-        for slide in slides:
-            if not has_project_role(request.user, slide.project, "reader"):
-                raise exceptions.ValidationError({"slides": [f"No such slide: {slide.pk}."]})
-            if not has_project_role(request.user, slide.project, "writer"):
+        if data["all_slides"]:
+            if not has_project_role(request.user, version.project, "writer"):
                 raise exceptions.PermissionDenied("Applying a model needs the writer role in the project.")
+            slides = list(
+                Slide.objects.select_related("pyramid").filter(
+                    project=version.project, state=SlideState.READY
+                )
+            )
+            if not slides:
+                raise exceptions.ValidationError({"all_slides": ["The project has no converted slides."]})
+        else:
+            slides = list(
+                Slide.objects.select_related("pyramid").filter(pk__in=[x.pk for x in data["slides"]])
+            )
+            for slide in slides:
+                if not has_project_role(request.user, slide.project, "reader"):
+                    raise exceptions.ValidationError({"slides": [f"No such slide: {slide.pk}."]})
+                if not has_project_role(request.user, slide.project, "writer"):
+                    raise exceptions.PermissionDenied(
+                        "Applying a model needs the writer role in the project."
+                    )
         made = ai_inference.start(version, slides, request.user, data.get("mpp"))
         return Response(s.InferenceSerializer(made, many=True).data, status=status.HTTP_202_ACCEPTED)
 

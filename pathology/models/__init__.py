@@ -1,6 +1,6 @@
 """Models of the pathology app, re-exported here."""
 
-from pathology.models.ai import Inference, InferenceState, ModelVersion, ModelVersionQuerySet
+from pathology.models.ai import Inference, InferenceState, ModelKind, ModelVersion, ModelVersionQuerySet
 from pathology.models.slides import (
     Annotation,
     AnnotationKind,
@@ -14,6 +14,7 @@ from pathology.models.slides import (
 __all__ = [
     "Inference",
     "InferenceState",
+    "ModelKind",
     "ModelVersion",
     "ModelVersionQuerySet",
     "Annotation",

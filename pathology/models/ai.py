@@ -1,4 +1,5 @@
-"""Model versions of the AI registry: patch classifiers, uploaded as TorchScript or trained here.
+"""Model versions of the AI registry: patch classifiers, uploaded as TorchScript or trained here,
+and backbones (feature extractors, uploaded) to fine-tune into classifiers.
 
 A `ModelVersion` belongs to a project (its members may use it, its writers add versions) and is
 immutable: what was registered – the file (by SHA-256), its description and provenance – stays
@@ -17,16 +18,33 @@ class ModelVersionQuerySet(ProjectScopedQuerySet):
     """Project members see and use a project's models; writers add versions."""
 
 
+class ModelKind(models.TextChoices):
+    CLASSIFIER = "classifier", "Classifier"  # N × 3 × S × S → N × classes scores
+    BACKBONE = "backbone", "Backbone"  # N × 3 × S × S → N × features; only a base for fine-tuning
+
+
 class ModelVersion(models.Model):
     project = models.ForeignKey("metadata.Project", on_delete=models.CASCADE, related_name="model_versions")
     name = models.CharField(max_length=100, help_text="E.g. 'lung-he-patches'; versions share it.")
     version = models.PositiveIntegerField(help_text="1, 2, … per project and name.")
     architecture = models.CharField(
-        max_length=100, help_text="'torchscript' for an uploaded model, else the built-in network's name."
+        max_length=100,
+        help_text="'torchscript' (uploaded), a built-in network's name, or 'fine-tuned:<base> v<n>'.",
+    )
+    kind = models.CharField(
+        max_length=16,
+        choices=ModelKind.choices,
+        default=ModelKind.CLASSIFIER,
+        help_text="A classifier gives class scores; a backbone gives features, only to fine-tune.",
     )
     description = models.TextField(blank=True)
     stains = models.JSONField(default=list, help_text="Stains it was trained on, e.g. ['H&E'].")
-    classes = models.JSONField(help_text="Class labels, in the order of the model's outputs.")
+    classes = models.JSONField(
+        help_text="Class labels, in the order of the model's outputs (empty for a backbone)."
+    )
+    features = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A backbone's features per patch (none for a classifier)."
+    )
     patch_microns = models.FloatField(help_text="Side of a patch in microns at the slide.")
     input_size = models.PositiveIntegerField(help_text="Side of the network's input in pixels.")
     normalisation = models.JSONField(

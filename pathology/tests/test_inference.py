@@ -186,3 +186,16 @@ def test_the_diagnosis_map_is_served_as_tiles(api, slide, version):
     assert api("reader").get(f"/api/v1/inferences/{record_id}/tiles/{top + 1}/0/0").status_code == 404
     assert api("stranger").get(f"/api/v1/inferences/{record_id}/tiles/0/0/0").status_code == 404
     assert api("anonymous").get(f"/api/v1/inferences/{record_id}/tiles/0/0/0").status_code in (401, 403)
+
+
+def test_every_slide_of_the_project_at_once(api, slide, version):
+    body = {"model_version": version.pk, "all_slides": True}
+    assert api("reader").post("/api/v1/inferences/", body, format="json").status_code == 403
+    both = api("writer").post("/api/v1/inferences/", {**body, "slides": [slide.pk]}, format="json")
+    assert both.status_code == 400 and "either" in both.json()["detail"].lower()
+    neither = api("writer").post("/api/v1/inferences/", {"model_version": version.pk}, format="json")
+    assert neither.status_code == 400
+    started = api("writer").post("/api/v1/inferences/", body, format="json")
+    assert started.status_code == 202, started.content
+    assert [i["slide"] for i in started.json()] == [slide.pk]
+    assert started.json()[0]["model_label"] == "lung v1" and started.json()[0]["classes"] == CLASSES

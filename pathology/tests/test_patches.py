@@ -99,3 +99,75 @@ def test_loaders_with_several_workers(pyramid):
         for index in indexes.tolist()
     ]
     assert sorted(seen) == list(range(len(grid))) and len(grid) == len(grid.centres) > 10
+
+
+# (patch side µm, input pixels): read at 1/8 and resized from 25 px; at 1/4, 50 px resized to 32,
+# patches across tile edges; at full resolution, 32 px as they are
+SPECS = [(50.0, 32), (8.0, 32), (64.0, 24)]
+
+
+@pytest.mark.parametrize(("microns", "size"), SPECS)
+def test_batches_give_the_pixels_of_the_plain_path(pyramid, microns, size):
+    import torch
+
+    spec = p.PatchSpec(microns=microns, input_size=size, mean=SPEC.mean, std=SPEC.std)
+    grid = p.GridPatches(pyramid, 0.25, spec)
+    plan = grid.plan(16)
+    assert sorted(np.concatenate(plan).tolist()) == list(range(len(grid)))
+    assert all(len(batch) == 16 for batch in plan[:-1])
+    with SlidePyramid(pyramid) as reader:
+        tiles = p._Tiles(grid.readers.get(pyramid), grid.level, budget=0)  # 8 tiles kept: evictions
+        for indexes in [*plan, np.arange(len(grid))[::-3]]:
+            pixels, tissue = grid.read_batch(indexes, tiles)
+            for patch, flag, index in zip(pixels, tissue, indexes, strict=True):
+                plain = p.read_patch(reader, grid.centres[index], grid.side, spec)
+                assert np.array_equal(patch, plain)
+                assert flag == p.is_tissue(plain)
+    read = list(grid.batches(16))
+    assert sorted(i for _, indexes, _ in read for i in indexes.tolist()) == list(range(len(grid)))
+    assert read[0][0].shape == (16, size, size, 3) and read[0][0].dtype == torch.uint8
+
+
+def predictions(pyramid, workers):
+    """Batched and plain probabilities of one network (a module function: a pool process runs it)."""
+    import torch
+
+    from pathology.ai import networks
+    from pathology.ai.training import predict_patches
+
+    torch.manual_seed(0)
+    model = networks.scripted(networks.build("patchnet", 3))
+    spec = p.PatchSpec(microns=50, input_size=32, mean=SPEC.mean, std=SPEC.std)
+    grid = p.GridPatches(pyramid, 0.25, spec)
+    found, tissue = predict_patches(model, grid, batch_size=16, workers=workers)
+    with torch.no_grad():
+        inputs = torch.stack([grid[i][0] for i in range(len(grid))])
+        plain = torch.softmax(model(inputs), dim=1).numpy()
+    flags = np.array([grid[i][2] for i in range(len(grid))])
+    return found, tissue, plain, flags
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batched_inference_gives_the_probabilities_of_the_plain_path(pyramid, workers):
+    found, tissue, plain, flags = predictions(pyramid, workers)
+    assert found.shape == plain.shape and len(found) > 50
+    np.testing.assert_allclose(found, plain, atol=1e-5)
+    assert np.array_equal(tissue, flags) and tissue.any() and not tissue.all()
+
+
+def predictions_in_pool(pyramid):
+    import torch
+
+    # This test process ran torch's threads before the pool forked; a Celery worker's parent
+    # never does, but here the copy of its thread pool would hang the child: one thread.
+    torch.set_num_threads(1)
+    return predictions(pyramid, 2)
+
+
+def test_loader_processes_start_in_a_celery_pool_process(pyramid):
+    """A Celery worker's pool processes are daemonic; loader processes start there all the same."""
+    import billiard
+
+    with billiard.Pool(1) as pool:
+        found, _, plain, _ = pool.apply_async(predictions_in_pool, (pyramid,)).get(timeout=120)
+    np.testing.assert_allclose(found, plain, atol=1e-5)

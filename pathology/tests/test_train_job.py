@@ -107,6 +107,10 @@ def test_a_training_job_registers_a_model_that_tells_the_textures_apart(api, pro
     assert provenance["job"] == job.pk and provenance["device"] == job.result["device"]
     assert provenance["parameters"]["epochs"] == 5 and provenance["code_version"]
     assert "Epoch 5 of 5" in job.message or job.progress == 1.0
+    # every epoch's loss and accuracy kept on the job (plotted on its page), which links the model
+    assert [p["epoch"] for p in job.metrics] == [1, 2, 3, 4, 5]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(job.metrics[-1])
+    assert job.result_url == f"/models/{version.pk}/" and provenance["label"] == "diagnosis"
 
     # applied to every slide, the patients' diagnoses are right, and written back to the sheet
     started = api("writer").post(
@@ -133,6 +137,16 @@ def test_a_training_job_registers_a_model_that_tells_the_textures_apart(api, pro
     assert api("reader").post(f"/api/v1/models/{version.pk}/write-diagnoses/").status_code == 403
     written = api("writer").post(f"/api/v1/models/{version.pk}/write-diagnoses/")
     assert written.status_code == 200 and written.json() == {"patients": 6}
+    from metadata.models import Event
+
+    comments = list(
+        Event.objects.filter(project=project, comment__startswith="AI diagnosis").values_list(
+            "comment", flat=True
+        )
+    )
+    assert len(comments) == 6 and all(
+        f"model version {version.pk}) from inference jobs #" in c for c in comments
+    )
     from pathology.services.facts import slide_facts
 
     facts = slide_facts(labelled, keys=("diagnosis", "ai_diagnosis"))

@@ -28,6 +28,11 @@ class JobSerializer(serializers.ModelSerializer):
     duration = serializers.FloatField(source="duration_seconds", read_only=True, allow_null=True)
     traceback = serializers.SerializerMethodField()
     created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    metrics = serializers.ListField(
+        child=serializers.DictField(), read_only=True,
+        help_text="Points the job reported, oldest first, e.g. {epoch, loss, accuracy, val_loss, "
+        "val_accuracy} per epoch of a training; accuracies are fractions 0..1.",
+    )
 
     class Meta:
         model = Job
@@ -35,7 +40,7 @@ class JobSerializer(serializers.ModelSerializer):
             "id", "url", "kind", "label", "state", "progress", "message", "params", "log", "error",
             "traceback", "result", "result_url", "target", "created_by", "retry_of",
             "cancel_requested", "attempts", "sequence", "created_at", "started_at",
-            "finished_at", "duration",
+            "finished_at", "duration", "metrics",
         ]
         read_only_fields = fields
 

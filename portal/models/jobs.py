@@ -46,8 +46,9 @@ class Job(models.Model):
 
     Workers update the row and publish each change to the job's channel groups (see
     `portal.services.jobs`), so pages show progress live. `error` is the message for users;
-    `traceback` is shown to staff only. `target` links the object the job works on; access to
-    the job follows access to that object.
+    `traceback` is shown to staff only. `metrics` holds the points a job reports for plotting
+    (`JobProgress.record`). `target` links the object the job works on; access to the job follows
+    access to that object.
     """
 
     kind = models.CharField(max_length=100, db_index=True)
@@ -61,6 +62,10 @@ class Job(models.Model):
     error = models.TextField(blank=True, default="", help_text="Message shown to users.")
     traceback = models.TextField(blank=True, default="", help_text="Shown to staff only.")
     result = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(
+        default=list, blank=True,
+        help_text="Points of the series the job reports, oldest first (e.g. loss and accuracy per epoch).",
+    )
     result_url = models.CharField(max_length=500, blank=True, default="")
     target_type = models.ForeignKey(
         ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import numbers
 import time
 import traceback
 import uuid
@@ -38,6 +40,9 @@ from portal.models.jobs import FINAL_STATES
 from portal.services.realtime import publish
 
 logger = logging.getLogger(__name__)
+
+# Points of a job's series kept on the row and sent with every update (the newest ones).
+MAX_METRIC_POINTS = 1000
 
 
 class JobError(Exception):
@@ -170,6 +175,7 @@ def job_payload(job: Job) -> dict:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "duration": job.duration_seconds,
         "cancel_requested": job.cancel_requested,
+        "metrics": job.metrics[-MAX_METRIC_POINTS:],
     }
 
 
@@ -178,8 +184,6 @@ def save_and_publish(job: Job, fields: list[str]) -> None:
     job.sequence += 1
     job.save(update_fields=[*fields, "sequence"])
     publish(job_groups(job), {"type": "job.update", "job": job_payload(job)})
-
-
 
 
 # --- starting, cancelling, retrying -----------------------------------------------------------
@@ -253,7 +257,7 @@ class JobProgress:
     """Progress reporter handed to a running job; also where the job notices a cancel request.
 
     Calls are cheap: database writes and publishes are throttled to one every `min_interval`
-    seconds, except for the first, the last (fraction 1) and log lines.
+    seconds, except for the first, the last (fraction 1), log lines and recorded points.
     """
 
     def __init__(self, job: Job, min_interval: float = 0.2, cancel_check_interval: float = 0.5):
@@ -282,6 +286,16 @@ class JobProgress:
         self.job.log = [*self.job.log, [timezone.now().isoformat(), line]][-1000:]
         save_and_publish(self.job, ["log"])
 
+    def record(self, point: dict) -> None:
+        """Add a point to the job's series, e.g. `{"epoch": 3, "loss": 0.41, "accuracy": 0.87}`.
+
+        Saved and published at once (points are rare, one per epoch), together with any progress
+        or message the throttle held back. Pages plot the series live.
+        """
+        self.job.metrics = [*self.job.metrics, metric_point(point)][-MAX_METRIC_POINTS:]
+        self._last_publish = time.monotonic()
+        save_and_publish(self.job, ["metrics", "progress", "message"])
+
     def check_cancelled(self) -> None:
         now = time.monotonic()
         if now - self._last_cancel_check < self.cancel_check_interval:
@@ -289,6 +303,22 @@ class JobProgress:
         self._last_cancel_check = now
         if Job.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
             raise JobCancelled()
+
+
+def metric_point(point: dict) -> dict:
+    """`point` as JSON the database takes: plain numbers, and None for NaN or infinity."""
+    clean = {}
+    for name, value in point.items():
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            clean[str(name)] = value
+        elif isinstance(value, numbers.Integral):
+            clean[str(name)] = int(value)
+        elif isinstance(value, numbers.Real):
+            number = float(value)
+            clean[str(name)] = number if math.isfinite(number) else None
+        else:
+            raise TypeError(f"metric {name!r} must be a number or text, not {type(value).__name__}")
+    return clean
 
 
 def _finish(job: Job, state: str, **fields: Any) -> None:

@@ -308,6 +308,9 @@ function openViewer() {
     visibilityRatio: 0.5,
     crossOriginPolicy: false,
     loadTilesWithAjax: false,
+    // The AI map (overlay.js) is a second image of exactly the slide's size and place, so the
+    // viewport's image coordinates stay the slide's.
+    silenceMultiImageWarnings: true,
   });
   state.viewer = viewer;
   const scaleBar = document.createElement("div");

@@ -1,10 +1,15 @@
 // Live job progress: one websocket to /ws/jobs/, updating every element with data-job-id.
 // The server sends {"type": "job", "job": {...}} for the user's own jobs and for every job this
 // page subscribes to; updates carry a sequence number, so stale ones are ignored.
+// Jobs that report points (loss and accuracy per epoch) have them plotted in their
+// [data-job-metrics] card, redrawn as points arrive.
+
+import { drawMetrics } from "./chart.js";
 
 const STATE_LABELS = {queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed", cancelled: "Cancelled"};
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const lastSeq = new Map();
+const drawnMetrics = new WeakMap();
 
 // Floor, so that 100 % means done (99.9 % of the bytes is not done yet).
 function percent(job) { return Math.floor((job.progress || 0) * 100); }
@@ -13,8 +18,19 @@ function setField(root, name, update) {
   root.querySelectorAll(`[data-field="${name}"]`).forEach(update);
 }
 
+// Redraw only when the points changed (most updates are progress only); show the card once there are some.
+function updateMetrics(el, points) {
+  if (!Array.isArray(points)) return;
+  const signature = `${points.length}:${JSON.stringify(points[points.length - 1] ?? null)}`;
+  if (drawnMetrics.get(el) === signature) return;
+  drawnMetrics.set(el, signature);
+  el.hidden = points.length === 0;
+  if (points.length) drawMetrics(el, points);
+}
+
 function updateElement(root, job) {
   root.dataset.state = job.state;
+  if (root.matches("[data-job-metrics]")) updateMetrics(root, job.metrics);
   setField(root, "state", (el) => {
     el.textContent = STATE_LABELS[job.state] || job.state;
     el.className = `state state-${job.state}`;
@@ -27,6 +43,10 @@ function updateElement(root, job) {
   });
   setField(root, "message", (el) => { el.textContent = job.message || ""; });
   setField(root, "error", (el) => { el.textContent = job.error || ""; el.hidden = !job.error; });
+  setField(root, "result-link", (el) => {
+    el.hidden = !job.result_url;
+    if (job.result_url) el.querySelector("a").href = job.result_url;
+  });
   setField(root, "duration", (el) => {
     el.textContent = job.duration == null ? "–" : `${job.duration.toFixed(1)} s`;
   });
@@ -133,6 +153,11 @@ document.querySelectorAll("form[action$='/jobs/start/']").forEach((form) => {
     if (!response.ok) { alert(body.detail || "Could not start the job."); return; }
     apply(body);
   });
+});
+
+document.querySelectorAll("[data-job-metrics]").forEach((el) => {
+  const data = document.getElementById(el.dataset.jobMetrics);
+  if (data) updateMetrics(el, JSON.parse(data.textContent));
 });
 
 connect();
