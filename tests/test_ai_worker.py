@@ -1,6 +1,8 @@
 """Training and inference in a real Celery worker (the `gpu` queue; the CPU here): its pool
 processes are daemonic, and the patch loaders start processes of their own there; the epochs
-arrive on the job while it runs; the model registered tells the textures apart on every patient."""
+arrive on the job while it runs; the model registered tells the textures apart on every patient.
+(Here, not in pathology/tests: the session's worker would also take the jobs those tests run
+in-process.)"""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from metadata.tests.conftest import api, people, project, template  # noqa: F401 - fixtures
 from pathology.models import Inference, ModelVersion
 from pathology.tests.test_train_job import PARAMS, labelled  # noqa: F401 - the fixture
 from portal.models import Job
