@@ -379,8 +379,21 @@ class SlideImageView(PixelView):
         return _binary(request, data, f"image/{fmt}", self.etag(slide, "i", name))
 
 
+class AIErrorsMixin:
+    """What the AI cannot work with (`AIError`) answered as a 4xx with its message and code."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, AIError):
+            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
+        return super().handle_exception(exc)
+
+
 class ModelVersionViewSet(
-    PortalViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    AIErrorsMixin,
+    PortalViewSetMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     """The AI model registry: model versions of your projects. POST (multipart: `file`, a TorchScript
     model, with `project` and its description) checks the model against the description and adds
@@ -402,11 +415,6 @@ class ModelVersionViewSet(
             if self.request.query_params.get("name"):
                 found = found.filter(name=self.request.query_params["name"])
         return found
-
-    def handle_exception(self, exc):
-        if isinstance(exc, AIError):
-            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
-        return super().handle_exception(exc)
 
     @extend_schema(request=s.TrainingSerializer, responses={202: JobSerializer})
     @action(detail=False, methods=["post"], parser_classes=[JSONParser])
@@ -477,7 +485,11 @@ class ModelVersionViewSet(
 
 
 class InferenceViewSet(
-    PortalViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    AIErrorsMixin,
+    PortalViewSetMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     """A model version applied to slides of its project. POST {model_version, slides, mpp?} (or
     `all_slides`: true for every converted slide of the project) queues one job per slide (the
@@ -497,11 +509,6 @@ class InferenceViewSet(
         if self.action == "list":
             found = filter_by_ids(found, self.request.query_params, ("slide", "model_version"))
         return found
-
-    def handle_exception(self, exc):
-        if isinstance(exc, AIError):
-            return Response({"detail": str(exc), "code": exc.code}, status=exc.status)
-        return super().handle_exception(exc)
 
     @extend_schema(request=s.InferenceStartSerializer, responses=s.InferenceSerializer(many=True))
     def create(self, request, *args, **kwargs):
