@@ -18,25 +18,23 @@ membership stops tiles within `PATHOLOGY_TILE_CACHE_SECONDS` (10 by default).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from pathology.pyramid import PyramidError
 from pathology.services import tiles
+from portal import asgi_auth
 
 TILE_PATH = re.compile(
     r"^/api/v1/slides/(?P<slide>\d{1,18})/(?:tiles/(?P<level>\d{1,3})/(?P<x>\d{1,9})/(?P<y>\d{1,9})"
     r"|deepzoom_files/(?P<dz>\d{1,3})/(?P<dx>\d{1,9})_(?P<dy>\d{1,9})\.(?P<fmt>[a-z0-9]{1,8}))$"
 )
-_CACHE_LIMIT = 10_000
 
 
 @dataclass
@@ -64,42 +62,15 @@ def clear_caches() -> None:
     _access.clear()
 
 
-def _remember(cache: dict, key, value) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()  # rare: a crude bound is enough for entries that live seconds
-    cache[key] = value
-
-
 def _ttl() -> float:
     return float(settings.PATHOLOGY_TILE_CACHE_SECONDS)
 
 
-def _user_for_token(raw: str):
-    from oauth2_provider.models import AccessToken
-
-    from portal.services.tokens import mark_used
-
-    checksum = hashlib.sha256(raw.encode()).hexdigest()
-    token = AccessToken.objects.select_related("user").filter(token_checksum=checksum).first()
-    if token is None or not token.is_valid(["read"]) or not token.user.is_active:
-        return None
-    mark_used(token)
-    return token.user
-
-
-def _user_for_session(session_key: str):
-    from importlib import import_module
-
-    from django.contrib.auth import get_user
-
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = get_user(SimpleNamespace(session=store))  # checks the session's auth hash, as Django does
-    return user if user.is_authenticated and user.is_active else None
-
-
 def load_principal(kind: str, secret: str):
     """The user behind a token or session (None if there is none): one or two queries."""
-    return _user_for_token(secret) if kind == "token" else _user_for_session(secret)
+    if kind == "token":
+        return asgi_auth.user_for_token(secret, ["read"])
+    return asgi_auth.user_for_session(secret)
 
 
 def load_access(user, slide_id: int) -> Access:
@@ -120,20 +91,6 @@ def load_access(user, slide_id: int) -> Access:
     return Access(
         found=True, path=Path(settings.PORTAL_DATA_DIR) / path, etag=f"{sha[:16]}-{key[:8]}", tile_format=fmt
     )
-
-
-def _credentials(scope) -> tuple[str, str] | None:
-    cookie_name = settings.SESSION_COOKIE_NAME.encode()
-    session = None
-    for name, value in scope.get("headers", []):
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return "token", value[7:].decode("latin-1").strip()
-        if name == b"cookie":
-            for part in value.split(b";"):
-                key, _, val = part.strip().partition(b"=")
-                if key == cookie_name and val:
-                    session = val.decode("latin-1")
-    return ("session", session) if session else None
 
 
 async def _respond(send, status: int, body: bytes, content_type: str, extra=(), head: bool = False) -> None:
@@ -170,13 +127,13 @@ class TileServer:
     async def serve(self, scope, send, match) -> None:
         now = time.monotonic()
         head = scope["method"] == "HEAD"
-        credentials = _credentials(scope)
+        credentials = asgi_auth.credentials(scope)
         principal = _principals.get(credentials) if credentials else None
         ttl = _ttl()
         if credentials and (principal is None or now - principal.since >= ttl):
             user = await database_sync_to_async(load_principal)(*credentials)
             principal = Principal(user, now)
-            _remember(_principals, credentials, principal)
+            asgi_auth.remember(_principals, credentials, principal)
         if principal is None or principal.user is None:
             return await _error(
                 send,
@@ -191,7 +148,7 @@ class TileServer:
         if access is None or now - access.since >= ttl:
             access = await database_sync_to_async(load_access)(user, slide_id)
             access.since = now
-            _remember(_access, (user.pk, slide_id), access)
+            asgi_auth.remember(_access, (user.pk, slide_id), access)
         if not access.found:
             return await _error(send, 404, "No such slide.", "not_found")
         if access.not_ready:

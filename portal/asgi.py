@@ -22,6 +22,7 @@ from metadata.consumers import SheetConsumer  # noqa: E402
 from pathology.tileserver import TileServer  # noqa: E402
 from portal.consumers import JobProgressConsumer  # noqa: E402
 from portal.ws_auth import PortalAuthMiddlewareStack, PortalOriginValidator  # noqa: E402
+from storage.chunkserver import ChunkServer  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/jobs/", JobProgressConsumer.as_asgi()),
@@ -29,8 +30,9 @@ websocket_urlpatterns = [
 ]
 
 application = ProtocolTypeRouter({
-    # Slide tiles are answered in front of Django (no middleware, no query per tile).
-    "http": TileServer(django_asgi_app),
+    # Slide tiles are answered in front of Django (no middleware, no query per tile), and so are
+    # upload chunks sent with an API token (no middleware, one query per chunk).
+    "http": TileServer(ChunkServer(django_asgi_app)),
     "websocket": PortalOriginValidator(
         PortalAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
     ),

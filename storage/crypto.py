@@ -65,7 +65,9 @@ __all__ = [
     "compact_private_key_text",
     "dataset_hash",
     "decrypt_chunk",
+    "decrypt_chunk_into",
     "encrypt_chunk",
+    "encrypt_chunk_into",
     "generate_private_key",
     "hash_file",
     "hkdf_sha256",
@@ -237,11 +239,38 @@ def decrypt_chunk(key: bytes, dataset_id: str, index: int, nonce: bytes, ciphert
     try:
         return AESGCM(bytes(key)).decrypt(bytes(nonce), bytes(ciphertext), aad)
     except InvalidTag:
-        raise ChunkIntegrityError(
-            index,
-            f"chunk {index} of dataset {dataset_id!r} failed authentication: it was altered, "
-            "belongs to another position or dataset, or the key is wrong",
-        ) from None
+        raise _tag_failure(dataset_id, index) from None
+
+
+def encrypt_chunk_into(key: bytes, dataset_id: str, index: int, plaintext, out: bytearray) -> bytes:
+    """`encrypt_chunk` writing the ciphertext and tag into `out` (exactly `len(plaintext) + 16`
+    bytes) instead of a new object; returns the nonce. For loops over many chunks that keep
+    their buffers (no allocation per chunk)."""
+    _check_data_key(key)
+    nonce = os.urandom(NONCE_BYTES)
+    AESGCM(bytes(key)).encrypt_into(nonce, plaintext, chunk_aad(dataset_id, index), out)
+    return nonce
+
+
+def decrypt_chunk_into(
+    key: bytes, dataset_id: str, index: int, nonce: bytes, ciphertext, out: bytearray
+) -> None:
+    """`decrypt_chunk` writing the plaintext into `out` (exactly `len(ciphertext) - 16` bytes)."""
+    _check_data_key(key)
+    if len(nonce) != NONCE_BYTES or len(ciphertext) < TAG_BYTES:
+        decrypt_chunk(key, dataset_id, index, nonce, ciphertext)  # raises its error
+    try:
+        AESGCM(bytes(key)).decrypt_into(bytes(nonce), ciphertext, chunk_aad(dataset_id, index), out)
+    except InvalidTag:
+        raise _tag_failure(dataset_id, index) from None
+
+
+def _tag_failure(dataset_id: str, index: int) -> ChunkIntegrityError:
+    return ChunkIntegrityError(
+        index,
+        f"chunk {index} of dataset {dataset_id!r} failed authentication: it was altered, "
+        "belongs to another position or dataset, or the key is wrong",
+    )
 
 
 def chunk_hash(plaintext: bytes) -> bytes:

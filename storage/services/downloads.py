@@ -77,22 +77,40 @@ def readable(dataset: Dataset) -> None:
         raise ConflictError(f"{dataset.mnemonic} is {state}; it cannot be read now.")
 
 
-def decrypt_stored_chunk(dataset: Dataset, chunk: Chunk, key: bytes, *, check_hash: bool = True) -> bytes:
+def decrypt_stored_chunk(
+    dataset: Dataset,
+    chunk: Chunk,
+    key: bytes,
+    *,
+    check_hash: bool = True,
+    buffers: chunkstore.ChunkBuffers | None = None,
+) -> bytes | memoryview:
     """Read, authenticate and hash-check one stored chunk; `IntegrityFailureError` naming it otherwise.
 
     The GCM tag alone proves the chunk is the one encrypted for this dataset and position under
     this key; `check_hash` also compares the plaintext with the SHA-256 recorded at upload (re-key
-    and scrub do; downloads rely on the tag, and clients check the dataset hash end to end)."""
+    and scrub do; downloads rely on the tag, and clients check the dataset hash end to end).
+    With `buffers`, the chunk is read and decrypted into them and the plaintext is a view of
+    them, valid until the next chunk."""
     try:
-        ciphertext = chunkstore.read_chunk(dataset, chunk.index, chunk.generation)
+        if buffers is None:
+            ciphertext = chunkstore.read_chunk(dataset, chunk.index, chunk.generation)
+        else:
+            stored = buffers.get("stored", chunk.stored_size + 1)  # one more: a longer file shows
+            ciphertext = chunkstore.read_chunk_into(dataset, chunk.index, chunk.generation, stored)
     except FileNotFoundError:
         raise IntegrityFailureError(dataset, chunk.index, "its file is missing") from None
     if len(ciphertext) != chunk.stored_size:
         raise IntegrityFailureError(
             dataset, chunk.index, f"{len(ciphertext)} bytes stored, {chunk.stored_size} recorded"
         )
+    nonce = bytes(chunk.nonce)
     try:
-        plaintext = crypto.decrypt_chunk(key, dataset.mnemonic, chunk.index, bytes(chunk.nonce), ciphertext)
+        if buffers is None or len(ciphertext) - crypto.TAG_BYTES != chunk.size:
+            plaintext = crypto.decrypt_chunk(key, dataset.mnemonic, chunk.index, nonce, ciphertext)
+        else:
+            plaintext = buffers.get("plain", chunk.size)
+            crypto.decrypt_chunk_into(key, dataset.mnemonic, chunk.index, nonce, ciphertext, plaintext)
     except crypto.ChunkIntegrityError:
         raise IntegrityFailureError(dataset, chunk.index, "authentication failed: altered or moved") from None
     if len(plaintext) != chunk.size or (check_hash and hashlib.sha256(plaintext).hexdigest() != chunk.sha256):

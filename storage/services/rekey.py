@@ -22,11 +22,16 @@ logged, stored in the clear or sent through the broker.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import shutil
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,7 +48,7 @@ from storage.services import chunkstore
 from storage.services.access import check_key, require_grant, wrap_for_root_keys, wrap_for_user
 from storage.services.downloads import IntegrityFailureError, decrypt_stored_chunk
 from storage.services.errors import ConflictError, KeyMismatchError
-from storage.services.uploads import recovery_document
+from storage.services.uploads import lazy_commit, recovery_document
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +231,10 @@ def reencrypt_chunks(
 
     Chunks of N+1 left by an earlier run that verify under `new_key` are kept. `stop_after` ends
     after that many chunks (the tests stop here to stand for a crash).
+
+    Chunks are read, decrypted, hashed, encrypted and written by `REKEY_THREADS` threads side by
+    side (hashing, AES-GCM and file input/output release the GIL, so they use every core); this
+    thread takes their results in order and records the rows, the progress and the throttle.
     """
     generation = dataset.generation
     target = generation + 1
@@ -237,67 +246,103 @@ def reencrypt_chunks(
     counts = {"reencrypted": 0, "reused": 0}
     pending: list[Chunk] = []
     total = len(old_rows)
-    with chunkstore.Flusher() as flusher:  # flushing overlaps the next chunks' crypto
-        for position, row in enumerate(old_rows):
-            if stop_after is not None and position >= stop_after:
-                break
-            earlier = written.get(row.index)
-            if earlier is not None and _verifies(dataset, earlier, new_key, row.sha256):
-                counts["reused"] += 1
-            else:
-                try:
-                    plaintext = decrypt_stored_chunk(dataset, row, old_key)
-                except IntegrityFailureError as exc:
-                    raise JobError(
-                        f"Chunk {row.index} of {dataset.mnemonic} is damaged, so it cannot be re-keyed; the "
-                        "dataset is unchanged. Scrub it and ask the operators to restore the chunk."
-                    ) from exc
-                nonce, ciphertext = crypto.encrypt_chunk(new_key, dataset.mnemonic, row.index, plaintext)
-                # Flushed in the background while the next chunks are encrypted (the switch flushes the
-                # whole generation once more); a rerun after a crash keeps only chunks that verify.
-                chunkstore.write_chunk(dataset, row.index, ciphertext, generation=target, durable=False)
-                flusher.add(chunkstore.chunk_path(dataset, row.index, target))
-                pending.append(
-                    Chunk(
-                        dataset=dataset,
-                        generation=target,
-                        index=row.index,
-                        size=row.size,
-                        stored_size=len(ciphertext),
-                        nonce=nonce,
-                        sha256=row.sha256,
-                    )
-                )
-                if len(pending) >= ROW_BATCH:
-                    _save_rows(pending)
-                counts["reencrypted"] += 1
-                throttle(row.size)
-            if progress is not None:
-                progress(0.95 * (position + 1) / total, f"Re-encrypted chunk {position + 1} of {total}")
+    rows = old_rows if stop_after is None else old_rows[:stop_after]
+
+    local = threading.local()
+
+    def one(row: Chunk) -> Chunk | None:
+        """The new row of a re-encrypted chunk; None when an earlier run's chunk is kept."""
+        buffers = getattr(local, "buffers", None)
+        if buffers is None:
+            buffers = local.buffers = chunkstore.ChunkBuffers()
+        earlier = written.get(row.index)
+        if earlier is not None and _verifies(dataset, earlier, new_key, row.sha256, buffers):
+            return None
+        try:
+            plaintext = decrypt_stored_chunk(dataset, row, old_key, buffers=buffers)
+        except IntegrityFailureError as exc:
+            raise JobError(
+                f"Chunk {row.index} of {dataset.mnemonic} is damaged, so it cannot be re-keyed; the "
+                "dataset is unchanged. Scrub it and ask the operators to restore the chunk."
+            ) from exc
+        ciphertext = buffers.get("sealed", len(plaintext) + crypto.TAG_BYTES)
+        nonce = crypto.encrypt_chunk_into(new_key, dataset.mnemonic, row.index, plaintext, ciphertext)
+        # Flushed in the background while the next chunks are encrypted (the switch flushes the
+        # whole generation once more); a rerun after a crash keeps only chunks that verify.
+        chunkstore.write_chunk(dataset, row.index, ciphertext, generation=target, durable=False)
+        return Chunk(
+            dataset=dataset,
+            generation=target,
+            index=row.index,
+            size=row.size,
+            stored_size=len(ciphertext),
+            nonce=nonce,
+            sha256=row.sha256,
+        )
+
+    # Each thread keeps three chunk-sized buffers: fewer threads for very large chunks.
+    threads = max(1, min(REKEY_THREADS, REKEY_BUFFER_BYTES // (3 * max(1, dataset.chunk_size))))
+    with chunkstore.Flusher() as flusher, ThreadPoolExecutor(threads, thread_name_prefix="rekey") as pool:
+        in_flight: deque[tuple[int, Chunk, Future]] = deque()
+        queue = iter(enumerate(rows))
+        try:
+            while True:
+                # Keep every thread busy with one chunk and one more waiting: a few chunks in memory.
+                for position, row in itertools.islice(queue, 2 * threads - len(in_flight)):
+                    in_flight.append((position, row, pool.submit(one, row)))
+                if not in_flight:
+                    break
+                position, row, future = in_flight.popleft()
+                made = future.result()
+                if made is None:
+                    counts["reused"] += 1
+                else:
+                    flusher.add(chunkstore.chunk_path(dataset, row.index, target))
+                    if not pending:
+                        oldest = time.monotonic()
+                    pending.append(made)
+                    if len(pending) >= ROW_BATCH or time.monotonic() - oldest >= ROW_SECONDS:
+                        _save_rows(pending)
+                    counts["reencrypted"] += 1
+                    throttle(row.size)
+                if progress is not None:
+                    progress(0.95 * (position + 1) / total, f"Re-encrypted chunk {position + 1} of {total}")
+        except BaseException:
+            for _, _, future in in_flight:
+                future.cancel()
+            raise
     _save_rows(pending)
     return counts
 
 
-ROW_BATCH = 8  # chunk rows written per query while re-encrypting (a rerun redoes at most these)
+# Threads re-encrypting chunks side by side (one per core, at most 4), and the memory their
+# buffers may take together.
+REKEY_THREADS = max(1, min(4, os.cpu_count() or 1))
+REKEY_BUFFER_BYTES = 96 * 1024 * 1024
+# Chunk rows are written per query while re-encrypting, 32 at a time or after half a second (a
+# slow, throttled re-key): a rerun after a crash redoes at most these.
+ROW_BATCH = 32
+ROW_SECONDS = 0.5
 
 
 def _save_rows(pending: list[Chunk]) -> None:
     """Record re-encrypted chunks in one query (replacing rows an earlier run left)."""
     if pending:
-        Chunk.objects.bulk_create(
-            pending,
-            update_conflicts=True,
-            unique_fields=["dataset", "generation", "index"],
-            update_fields=["size", "stored_size", "nonce", "sha256"],
-        )
+        with lazy_commit():  # a row lost in a crash is written again by the next run
+            Chunk.objects.bulk_create(
+                pending,
+                update_conflicts=True,
+                unique_fields=["dataset", "generation", "index"],
+                update_fields=["size", "stored_size", "nonce", "sha256"],
+            )
         pending.clear()
 
 
-def _verifies(dataset: Dataset, chunk: Chunk, key: bytes, sha256: str) -> bool:
+def _verifies(dataset: Dataset, chunk: Chunk, key: bytes, sha256: str, buffers=None) -> bool:
     if chunk.sha256 != sha256:
         return False
     try:
-        decrypt_stored_chunk(dataset, chunk, key)
+        decrypt_stored_chunk(dataset, chunk, key, buffers=buffers)
     except IntegrityFailureError:
         return False
     return True

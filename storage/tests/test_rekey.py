@@ -264,12 +264,19 @@ def test_a_new_rekey_after_an_abandoned_one_starts_cleanly(shared, api, private_
     assert download(owner, dataset.mnemonic, new_key) == (200, DATA)
 
 
-def test_a_damaged_chunk_stops_the_rekey_and_the_dataset_keeps_its_key(shared, api):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[:10] + bytes([data[10] ^ 1]) + data[11:],  # a flipped bit
+        lambda data: data + b"\0",  # longer than recorded (chunks are read into kept buffers)
+        lambda data: data[:-1],  # shorter
+    ],
+    ids=["flipped", "longer", "shorter"],
+)
+def test_a_damaged_chunk_stops_the_rekey_and_the_dataset_keeps_its_key(shared, api, damage):
     dataset, old_key = shared
     path = chunk_path(dataset, 3)
-    data = bytearray(path.read_bytes())
-    data[10] ^= 1
-    path.write_bytes(bytes(data))
+    path.write_bytes(damage(path.read_bytes()))
     job = run(Job.objects.get(pk=start(api("owner"), dataset.mnemonic, old_key).json()["id"]))
     assert job.state == JobState.FAILED and "Chunk 3" in job.error and "unchanged" in job.error
     dataset.refresh_from_db()

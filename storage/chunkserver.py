@@ -1,0 +1,176 @@
+"""Upload chunks of encrypted datasets taken in front of Django: the hot path of uploads.
+
+A 2 MiB chunk costs about 2 ms of hashing and encryption, and going through Django's middleware,
+REST framework and the token and dataset lookups used to cost far more than that. `ChunkServer`
+wraps the ASGI application and answers `PUT /api/v1/datasets/<mnemonic>/chunks/<index>/` sent
+with an API token itself; everything else – a browser's session and CSRF token, a key supplied in
+`X-Dataset-Key`, a body larger than any chunk, a request it cannot place – passes through to the
+ordinary view (`storage.api.views.DatasetViewSet.put_chunk`), which stays the reference (and the
+one the test client and the schema see). The work itself is the same service function:
+
+- who asks: the token (`write` scope), resolved as the API resolves it, kept for
+  `STORAGE_CHUNK_AUTH_CACHE_SECONDS` (a revoked token stops within that time);
+- the dataset's upload details (sizes, sealed key), once the user's write grant on it is seen,
+  kept as long;
+- `storage.services.uploads.put_chunk` in a thread: hash checked, encrypted, and – under a share
+  lock of the dataset that checks the write grant again, in the same query – written and recorded.
+
+A request it cannot place (an unknown token, a dataset the user may not write) is handed to Django
+with the body already read, so answers and their status codes are the API's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from portal import asgi_auth
+
+CHUNK_PATH = re.compile(r"^/api/v1/datasets/(?P<mnemonic>[a-z]+_[a-z]+_[a-z]+)/chunks/(?P<index>\d{1,9})/$")
+# Chunks are hashed, encrypted and written off the event loop, two at once (hashing, AES-GCM and
+# file writes release the GIL; more threads only fought over it, measured on two cores).
+_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chunk-put")
+
+
+def _seconds() -> float:
+    return float(settings.STORAGE_CHUNK_AUTH_CACHE_SECONDS)
+
+
+_users = asgi_auth.ShortCache(_seconds)  # token → its user (None: not a valid write token)
+# (user id, mnemonic) → the uploading dataset the user may write (None: not one)
+_datasets = asgi_auth.ShortCache(_seconds)
+
+
+def clear_caches() -> None:
+    _users.clear()
+    _datasets.clear()
+
+
+def _with_database(func, *args):
+    """Run `func` as Django runs a request: connections checked before and given back after."""
+    close_old_connections()
+    try:
+        return func(*args)
+    finally:
+        close_old_connections()
+
+
+async def _off_loop(func, *args):
+    return await asyncio.get_running_loop().run_in_executor(_executor, _with_database, func, *args)
+
+
+def load_user(secret: str):
+    return asgi_auth.user_for_token(secret, ["write"])
+
+
+def load_dataset(user, mnemonic: str):
+    """The dataset if it is uploading and `user` holds a write grant on it (None otherwise: the
+    API's view answers then, so nothing about it is told to others first)."""
+    from storage.models import Dataset, DatasetState, GrantLevel
+
+    return Dataset.objects.filter(
+        mnemonic=mnemonic, state=DatasetState.UPLOADING, grants__user=user, grants__level=GrantLevel.WRITE
+    ).first()
+
+
+def store(dataset, index: int, data: bytes, sha256: str, user) -> tuple[int, dict]:
+    """(status, JSON body) of putting one chunk: the view's answer for the same request."""
+    from storage.api.serializers import ChunkSerializer
+    from storage.services import uploads
+    from storage.services.errors import KeyNeededError, NoAccessError, StorageError
+
+    try:
+        chunk = uploads.put_chunk(dataset, index, data, sha256, writer=user)
+    except NoAccessError:
+        raise  # the view tells a stranger (404) from a reader (403)
+    except KeyNeededError as exc:
+        _datasets.forget((user.pk, dataset.mnemonic))  # a key supplied through the view seals it anew
+        return exc.status, {"detail": exc.message, "code": exc.code}
+    except StorageError as exc:
+        return exc.status, {"detail": exc.message, "code": exc.code}
+    return 200, ChunkSerializer(chunk).data
+
+
+def _header(scope, wanted: bytes) -> bytes | None:
+    for name, value in scope.get("headers", []):
+        if name == wanted:
+            return value
+    return None
+
+
+class ChunkServer:
+    """ASGI wrapper: token-authenticated chunk PUTs are taken here, everything else goes to `app`."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "PUT":
+            match = CHUNK_PATH.match(scope["path"])
+            if match and self._ours(scope):
+                return await self.serve(scope, receive, send, match)
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    def _ours(scope) -> bool:
+        credentials = asgi_auth.credentials(scope)
+        if credentials is None or credentials[0] != "token" or _header(scope, b"x-dataset-key") is not None:
+            return False
+        length = _header(scope, b"content-length") or b""
+        return length.isdigit() and int(length) <= settings.STORAGE_MAX_CHUNK_SIZE
+
+    async def serve(self, scope, receive, send, match) -> None:
+        parts = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(parts)
+        del parts
+
+        async def replay():
+            """Django's view answers: it reads the same body."""
+            sent = False
+
+            async def again():
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            return await self.app(scope, again, send)
+
+        secret = asgi_auth.credentials(scope)[1]
+        user = await _users.get(secret, lambda: _off_loop(load_user, secret))
+        if user is None:
+            return await replay()
+        mnemonic = match["mnemonic"]
+        dataset = await _datasets.get((user.pk, mnemonic), lambda: _off_loop(load_dataset, user, mnemonic))
+        if dataset is None:
+            return await replay()
+        sha256 = (_header(scope, b"x-content-sha256") or b"").decode("latin-1")
+        from storage.services.errors import NoAccessError
+
+        try:
+            status, answer = await _off_loop(store, dataset, int(match["index"]), body, sha256, user)
+        except NoAccessError:
+            return await replay()
+        payload = json.dumps(answer).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"cache-control", b"private, no-store"),
+            (b"vary", b"Accept, Authorization"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
