@@ -10,11 +10,15 @@ Each figure stands beside the raw limit measured in the same run:
 Targets: upload and download at least 50 % of their raw pipeline, re-key at least 80 %; the web
 and worker processes' peak memory (VmHWM) under 256 MiB while moving a 4 GiB file.
 
-The upload is `storage.client.upload_file` (the CLI's code, its default of 4 chunks on their way
-at once) against a uvicorn server of this benchmark's own; the download reads `content/` with the
-key in the header and throws the bytes away; the re-key is the `storage.rekey` job on a Celery
-worker for the `crypto` queue (timed from the job's start to its end, with no grace period for the
-old files). Run alone:
+The upload is measured twice: `storage.client.upload_file` (the CLI's code, its default of 4
+chunks on their way at once), which reads and hashes the file on the same machine, and the
+server's side alone, with the chunks and their hashes made before the clock starts (as a load
+generator prepares its requests). The server is a uvicorn process of this benchmark's own; the
+download reads `content/` with the key in the header and throws the bytes away; the re-key is the
+`storage.rekey` job on a Celery worker for the `crypto` queue (timed from the job's start to its
+end, with no grace period for the old files). Each is measured with the data directory on its
+disk, and again on a memory-backed file system (/dev/shm) where there is room, which shows what
+the portal does where the disk is not the limit. Run alone:
 `.venv/bin/python -m benchmarks.storage [--quick]`.
 """
 
@@ -198,6 +202,48 @@ def rekey_available() -> bool:
     return all(importlib.util.find_spec(name) for name in ("storage.services.rekey", "storage.tasks"))
 
 
+def upload_prepared(portal, path: Path, parallel: int = 4) -> tuple[float, str]:
+    """The server's side of an upload alone: (MB/s, mnemonic). The chunks and their SHA-256 are
+    made before the clock starts, as a load generator (wrk, ab) prepares its requests, so the
+    client's reading and hashing do not take CPU from the server on this machine; then start,
+    `parallel` connections sending chunks, and finish, as the CLI does."""
+    import hashlib
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = path.read_bytes()
+    size, step = len(data), 2 * MIB
+    chunks = [data[i : i + step] for i in range(0, size, step)]
+    del data
+    digests = [hashlib.sha256(chunk).hexdigest() for chunk in chunks]
+    local = threading.local()
+    opened = []
+    start = time.perf_counter()
+    dataset = portal.call(
+        "POST", "/datasets/", json_body={"file_name": path.name, "size": size, "chunk_size": step}
+    )
+    mnemonic = dataset["mnemonic"]
+
+    def put(index: int) -> None:
+        if not hasattr(local, "portal"):
+            local.portal = portal.copy()
+            opened.append(local.portal)
+        local.portal.call(
+            "PUT",
+            f"/datasets/{mnemonic}/chunks/{index}/",
+            body=chunks[index],
+            headers={"X-Content-SHA256": digests[index]},
+        )
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(put, range(len(chunks))))
+    portal.call("POST", f"/datasets/{mnemonic}/finish/", json_body={})
+    seconds = time.perf_counter() - start
+    for connection in opened:
+        connection.close()
+    return size / seconds / 1e6, mnemonic
+
+
 def move_file(portal, private_key, path: Path, *, rekey: bool) -> dict[str, float | str]:
     """Upload, download (server-side, discarded) and re-key one file; MB/s of each."""
     from storage import client
@@ -336,6 +382,8 @@ def bench_storage(quick: bool = False, *, log=print) -> tuple[list[tuple[str, fl
                 mnemonics.append(str(move_file(portal, private_key, warm, rekey=has_rekey)["mnemonic"]))
                 moved[tag] = move_file(portal, private_key, path, rekey=has_rekey)
                 mnemonics.append(str(moved[tag]["mnemonic"]))
+                moved[tag]["server_upload"], prepared = upload_prepared(portal, path)
+                mnemonics.append(prepared)
                 if tag == "disk":
                     web_after_1 = vm_hwm_mib(web.pid)
                     worker_after_1 = peak_of_tree(worker.pid) if worker else float("nan")
@@ -357,8 +405,20 @@ def bench_storage(quick: bool = False, *, log=print) -> tuple[list[tuple[str, fl
     size_mib = sizes["throughput_bytes"] // MIB
     big_mib = sizes["memory_bytes"] // MIB
     combined = 1 / (1 / speed["sha256"] + 1 / speed["aes-256-gcm"])
+    raw["server_upload"] = raw["upload"]
     operations = [
-        ("upload", "upload (client → verify + encrypt + write)", "SHA-256 + AES-256-GCM encrypt", 0.5),
+        (
+            "upload",
+            "upload through the CLI (reads and hashes on this machine too)",
+            "SHA-256 + AES-256-GCM encrypt",
+            0.5,
+        ),
+        (
+            "server_upload",
+            "upload, server side (verify + encrypt + write; requests made beforehand)",
+            "SHA-256 + AES-256-GCM encrypt",
+            0.5,
+        ),
         ("download", "server-side decrypted download", "AES-256-GCM decrypt + SHA-256", 0.5),
     ]
     if has_rekey:
@@ -382,7 +442,8 @@ def bench_storage(quick: bool = False, *, log=print) -> tuple[list[tuple[str, fl
         "## Encrypted storage",
         "",
         f"{size_mib} MiB file over loopback, 2 MiB chunks; one uvicorn process, one Celery worker process "
-        "(`crypto` queue); the client (the CLI's code, 4 chunks at once) on the same machine. Each "
+        "(`crypto` queue); the clients (the CLI's code, and prepared requests for the server's side "
+        "alone; 4 chunks at once) on the same machine. Each "
         "configuration is warmed up with a 4 MiB dataset first. MB/s are 10^6 bytes per second.",
         "",
         head + " | Target |",
