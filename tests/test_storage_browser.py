@@ -387,6 +387,41 @@ def test_keys_made_in_python_import_into_the_browser(browser, asgi_server, lab, 
     page.locator("#import-file").set_input_files(str(pkcs1))
     assert imported() == registered.fingerprint
 
+    # Password-protected PKCS#8 (openssl pkey -aes256, ssh-keygen -m pkcs8 -N …, Python's
+    # cryptography): the page asks for the password, refuses a wrong one, opens it with the right one.
+    locked = tmp_path / "key-locked.pem"
+    locked.write_bytes(
+        python_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"correct horse"),
+        )
+    )
+    page.locator("#import-file").set_input_files(str(locked))
+    password = page.get_by_label("Password of the key file")
+    password.wait_for(state="visible", timeout=TIMEOUT)
+    assert "protected by a password" in page.locator("#import-status").text_content()
+    password.fill("wrong horse")
+    page.get_by_role("button", name="Open the key").click()
+    page.wait_for_function(
+        "document.getElementById('import-status').textContent.includes('password is not right')"
+    )
+    password.fill("correct horse")
+    password.press("Enter")
+    assert imported() == registered.fingerprint
+    assert page.locator("#import-password-field").is_hidden()
+    # The old "Proc-Type: 4,ENCRYPTED" form gets the command that converts it.
+    old_form = python_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.BestAvailableEncryption(b"correct horse"),
+    ).decode()
+    page.get_by_label("Or paste the key").fill(old_form)
+    page.get_by_role("button", name="Use pasted key").click()
+    page.wait_for_function(
+        "document.getElementById('import-status').textContent.includes('openssl pkcs8 -topk8')"
+    )
+
     # A photo of the printed QR code (here: a PNG made in Python).
     picture = tmp_path / "qr.png"
     segno.make_qr(crypto.compact_private_key_text(python_key), error="l").save(str(picture), scale=6)

@@ -15,6 +15,8 @@ export const COMPACT_PREFIX = "RDPK1:";
 const CHECKSUM_BYTES = 4;
 
 export class KeyError extends Error {}
+/** The key file is protected by a password and none (or a wrong one) was given. */
+export class KeyPasswordError extends KeyError {}
 
 // --- bytes -----------------------------------------------------------------------------------------
 
@@ -243,8 +245,103 @@ function derLength(length) {
 const derTlv = (tag, content) => concat(new Uint8Array([tag]), derLength(content.length), content);
 const RSA_ALGORITHM = new Uint8Array([0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00]);
 
-/** Read a private key the user brings: PEM (PKCS#8 or PKCS#1), JWK or compact text. */
-export async function importPrivateKey(text) {
+// --- password-protected PKCS#8 (“ENCRYPTED PRIVATE KEY”, RFC 8018 PBES2) ------------------------
+
+/** The DER element of `der` at `offset`: its tag and where its content starts and ends. */
+function derElement(der, offset) {
+  if (offset + 2 > der.length) throw new KeyError("The key file is cut short.");
+  const tag = der[offset];
+  let length = der[offset + 1];
+  let start = offset + 2;
+  if (length & 0x80) {
+    const count = length & 0x7f;
+    if (!count || count > 4 || start + count > der.length) throw new KeyError("The key file is damaged.");
+    length = 0;
+    for (let i = 0; i < count; i++) length = length * 256 + der[start + i];
+    start += count;
+  }
+  if (start + length > der.length) throw new KeyError("The key file is cut short.");
+  return { tag, start, end: start + length };
+}
+
+/** The elements inside `element` (a SEQUENCE) of `der`. */
+function derChildren(der, element) {
+  const children = [];
+  for (let offset = element.start; offset < element.end;) {
+    const child = derElement(der, offset);
+    children.push(child);
+    offset = child.end;
+  }
+  return children;
+}
+
+function oidText(bytes) {
+  const parts = [Math.floor(bytes[0] / 40), bytes[0] % 40];
+  let value = 0;
+  for (const byte of bytes.subarray(1)) {
+    value = value * 128 + (byte & 0x7f);
+    if (!(byte & 0x80)) {
+      parts.push(value);
+      value = 0;
+    }
+  }
+  return parts.join(".");
+}
+
+const PBES2 = "1.2.840.113549.1.5.13";
+const PBKDF2 = "1.2.840.113549.1.5.12";
+const PRFS = {
+  "1.2.840.113549.2.7": "SHA-1",
+  "1.2.840.113549.2.9": "SHA-256",
+  "1.2.840.113549.2.10": "SHA-384",
+  "1.2.840.113549.2.11": "SHA-512",
+};
+const CIPHERS = { "2.16.840.1.101.3.4.1.2": 128, "2.16.840.1.101.3.4.1.42": 256 };
+
+/** Decrypt an EncryptedPrivateKeyInfo (PBES2: PBKDF2 with HMAC-SHA-1/256/384/512, AES-128/256-CBC),
+ * as written by `openssl pkey -aes256`, `ssh-keygen -m pkcs8` with a passphrase and Python's
+ * cryptography; returns the PKCS#8 DER inside. */
+async function decryptPkcs8(der, password) {
+  const unsupported = "This password-protected key file uses a kind of encryption the browser cannot open. " +
+    "Convert it: openssl pkcs8 -topk8 -v2 aes-256-cbc -in yourkey.pem -out yourkey-aes.pem";
+  let salt, iterations, hash, bits, iv, encrypted;
+  const content = (element) => der.subarray(element.start, element.end);
+  const oid = (element) => oidText(content(element));
+  try {
+    const [algorithm, data] = derChildren(der, derElement(der, 0));
+    const [scheme, schemeParams] = derChildren(der, algorithm);
+    if (oid(scheme) !== PBES2) throw new KeyError(unsupported);
+    const [kdf, cipher] = derChildren(der, schemeParams);
+    const [kdfOid, kdfParams] = derChildren(der, kdf);
+    if (oid(kdfOid) !== PBKDF2) throw new KeyError(unsupported);
+    const fields = derChildren(der, kdfParams);
+    salt = content(fields[0]);
+    iterations = Number(bigFromBytes(content(fields[1])));
+    const prf = fields.slice(2).find((field) => field.tag === 0x30);
+    hash = prf ? PRFS[oid(derChildren(der, prf)[0])] : "SHA-1";
+    const [cipherOid, ivElement] = derChildren(der, cipher);
+    bits = CIPHERS[oid(cipherOid)];
+    if (!hash || !bits) throw new KeyError(unsupported);
+    iv = content(ivElement);
+    encrypted = content(data);
+  } catch (error) {
+    if (error instanceof KeyError) throw error;
+    throw new KeyError("The password-protected key file is damaged.");
+  }
+  if (!iterations || iterations > 10_000_000) throw new KeyError(unsupported);
+  const base = await subtle.importKey("raw", new TextEncoder().encode(password), "PBKDF2", false, ["deriveKey"]);
+  const key = await subtle.deriveKey({ name: "PBKDF2", salt, iterations, hash }, base,
+    { name: "AES-CBC", length: bits }, false, ["decrypt"]);
+  try {
+    return new Uint8Array(await subtle.decrypt({ name: "AES-CBC", iv }, key, encrypted));
+  } catch (error) {
+    throw new KeyPasswordError("The password is not right for this key file.");
+  }
+}
+
+/** Read a private key the user brings: PEM (PKCS#8, password-protected PKCS#8 or PKCS#1), JWK or
+ * compact text. A password-protected file without `password` raises `KeyPasswordError`. */
+export async function importPrivateKey(text, password = "") {
   const trimmed = (text || "").trim();
   if (!trimmed) throw new KeyError("The key is empty.");
   if (/^RDPK/i.test(trimmed)) return importCompactText(trimmed);
@@ -264,9 +361,12 @@ export async function importPrivateKey(text) {
     throw new KeyError("Unrecognised key. Use a PEM file (“-----BEGIN PRIVATE KEY-----”), a JWK or a key text (“RDPK1:…”).");
   }
   const [, label, body] = match;
-  if (label === "ENCRYPTED PRIVATE KEY" || /ENCRYPTED/.test(body)) {
-    throw new KeyError("This key file is protected by a password, which the browser cannot open. " +
-      "Use the key file without a password, or the key's QR code or text.");
+  if (label !== "ENCRYPTED PRIVATE KEY" && /ENCRYPTED/.test(body)) {
+    throw new KeyError("This key file is protected by a password in an old format the browser cannot open. " +
+      "Convert it: openssl pkcs8 -topk8 -v2 aes-256-cbc -in yourkey.pem -out yourkey-aes.pem");
+  }
+  if (label === "ENCRYPTED PRIVATE KEY" && !password) {
+    throw new KeyPasswordError("This key file is protected by a password: type it to open the key.");
   }
   if (label === "OPENSSH PRIVATE KEY") {
     throw new KeyError("This is an OpenSSH key file. Convert it first: ssh-keygen -p -m pkcs8 -f yourkey");
@@ -282,6 +382,8 @@ export async function importPrivateKey(text) {
   }
   if (label === "RSA PRIVATE KEY") {
     der = derTlv(0x30, concat(new Uint8Array([0x02, 0x01, 0x00]), RSA_ALGORITHM, derTlv(0x04, der)));
+  } else if (label === "ENCRYPTED PRIVATE KEY") {
+    der = await decryptPkcs8(der, password);
   } else if (label !== "PRIVATE KEY") {
     throw new KeyError(`A “${label}” PEM is not an RSA private key.`);
   }
@@ -289,6 +391,7 @@ export async function importPrivateKey(text) {
   try {
     key = await subtle.importKey("pkcs8", der, OAEP, true, ["decrypt"]);
   } catch (error) {
+    if (label === "ENCRYPTED PRIVATE KEY") throw new KeyPasswordError("The password is not right for this key file.");
     throw new KeyError("The browser could not read this PEM as an RSA private key.");
   }
   return checked(key);

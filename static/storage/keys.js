@@ -3,7 +3,9 @@
 // (file, pasted text, photo or camera scan of the QR code).
 
 import { call } from "./api.js";
-import { compactText, describePrivateKey, generateKeyPair, importPrivateKey, privatePem } from "./crypto.js";
+import {
+  compactText, describePrivateKey, generateKeyPair, importPrivateKey, KeyPasswordError, privatePem,
+} from "./crypto.js";
 import { forgetKey, listKeys, loadKey, saveKey } from "./keystore.js";
 import { drawQr, readQrFromFile, scanCamera } from "./qr.js";
 
@@ -139,11 +141,17 @@ async function generate(event) {
   }
 }
 
-async function bringKey(text, source) {
+// A password-protected key file waiting for its password.
+let locked = null;
+
+async function bringKey(text, source, password = "") {
   const status = $("import-status");
   try {
     say(status, "Reading the key…");
-    const described = await importPrivateKey(text);
+    const described = await importPrivateKey(text, password);
+    locked = null;
+    $("import-password-field").hidden = true;
+    $("import-password").value = "";
     const row = document.querySelector(`#key-table tr[data-fingerprint="${described.fingerprint}"]`);
     const name = row ? row.dataset.name : `key from ${source}`;
     saveKey(user, described, name);
@@ -153,9 +161,21 @@ async function bringKey(text, source) {
     refreshRows();
     return true;
   } catch (error) {
+    if (error instanceof KeyPasswordError) {
+      locked = { text, source };
+      $("import-password-field").hidden = false;
+      $("import-password").value = "";
+      $("import-password").focus();
+      say(status, password ? error.message : `${error.message} Type it below and press “Open the key”.`, "error");
+      return false;
+    }
     say(status, `This key cannot be used: ${error.message}`, "error");
     return false;
   }
+}
+
+function openLocked() {
+  if (locked) bringKey(locked.text, locked.source, $("import-password").value);
 }
 
 function refreshRows() {
@@ -233,6 +253,10 @@ function showBackup() {
 $("generate-form").addEventListener("submit", generate);
 $("import-file").addEventListener("change", importFile);
 $("import-button").addEventListener("click", () => bringKey($("import-text").value, "pasted text"));
+$("import-password-button").addEventListener("click", openLocked);
+$("import-password").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") openLocked();
+});
 $("scan-button").addEventListener("click", startScan);
 $("scan-stop").addEventListener("click", stopScan);
 for (const form of document.querySelectorAll(".revoke-form")) {
