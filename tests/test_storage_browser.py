@@ -38,8 +38,10 @@ def python_key():
     return crypto.generate_private_key()
 
 
-def open_page(browser, base: str, username: str, *, no_file_picker: bool = True):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+def open_page(browser, base: str, username: str, *, no_file_picker: bool = True, service_workers="allow"):
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, accept_downloads=True, service_workers=service_workers
+    )
     page = context.new_page()
     if no_file_picker:  # headless: save through a normal download instead of the file dialog
         page.add_init_script("delete window.showSaveFilePicker;")
@@ -156,6 +158,7 @@ def test_generate_register_upload_download_share(
     assert Path(download_info.value.path()).read_bytes() == data
     page.wait_for_function("document.body.dataset.downloaded === 'yes'")
     assert "decrypted and checked" in page.locator("#download-status").text_content()
+    assert page.evaluate("document.body.dataset.sink") == "stream"  # streamed by the service worker
 
     # Share with Bob (who has an active key): his key opens the data key the browser sent.
     bobs_key = register_active(bob, python_key)
@@ -513,3 +516,60 @@ def test_scanning_the_printed_key_with_the_camera(browser, asgi_server, lab, pyt
         assert page.locator("#scan-view").is_hidden()  # the camera is off again
     finally:
         camera_browser.close()
+
+
+def uploaded(owner, data: bytes, name: str, chunk: int = 64 * 1024) -> Dataset:
+    dataset = uploads.start_upload(owner=owner, name=name, file_name=name, size=len(data), chunk_size=chunk)
+    for index in range(dataset.chunk_count):
+        piece = data[index * chunk : (index + 1) * chunk]
+        uploads.put_chunk(dataset, index, piece, crypto.chunk_hash(piece).hex())
+    return uploads.finish_upload(dataset)
+
+
+def bring_key(page, base: str, private_key) -> None:
+    page.goto(f"{base}/keys/")
+    page.wait_for_function("window.portalKeys && window.portalKeys.ready")
+    page.get_by_label("Or paste the key").fill(crypto.compact_private_key_text(private_key))
+    page.get_by_role("button", name="Use pasted key").click()
+    page.wait_for_function("document.body.dataset.imported", timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("service_workers", ["allow", "block"])
+def test_downloads_stream_to_disk_or_fall_back_and_damage_fails_them(
+    browser, asgi_server, lab, python_key, service_workers
+):
+    """Without a file picker the page streams the download through its service worker (memory
+    stays a few chunks, however large the file); where service workers are blocked it collects
+    the file in memory. Either way a damaged chunk fails the download instead of ending it."""
+    alice, _, _ = lab
+    base = asgi_server.url
+    register_active(alice, python_key)
+    data = os.urandom(40 * 64 * 1024 + 1234)  # 41 chunks: far more than the stream keeps in flight
+    dataset = uploaded(alice, data, "scan série 7.bin")
+    context, page = open_page(browser, base, "alice", service_workers=service_workers)
+    bring_key(page, base, python_key)
+    page.goto(f"{base}/datasets/{dataset.mnemonic}/")
+    page.wait_for_function("document.body.dataset.ready === 'yes'")
+    with page.expect_download(timeout=TIMEOUT) as download_info:
+        page.get_by_role("button", name="Download scan série 7.bin").click()
+    assert download_info.value.suggested_filename == "scan série 7.bin"
+    assert Path(download_info.value.path()).read_bytes() == data
+    page.wait_for_function("document.body.dataset.downloaded === 'yes'")
+    expected = "stream" if service_workers == "allow" else "memory"
+    assert page.evaluate("document.body.dataset.sink") == expected
+
+    path = downloads.chunkstore.chunk_path(dataset, 30)
+    damaged = bytearray(path.read_bytes())
+    damaged[100] ^= 1
+    path.write_bytes(bytes(damaged))
+    page.reload()
+    page.wait_for_function("document.body.dataset.ready === 'yes'")
+    if service_workers == "allow":
+        with page.expect_download(timeout=TIMEOUT) as download_info:
+            page.get_by_role("button", name="Download scan série 7.bin").click()
+        assert download_info.value.failure() is not None  # not a complete-looking, short file
+    else:
+        page.get_by_role("button", name="Download scan série 7.bin").click()
+    page.wait_for_function("document.getElementById('download-status').className === 'error'")
+    assert "Chunk 30 failed its integrity check" in page.locator("#download-status").text_content()
+    context.close()

@@ -3,8 +3,9 @@
 // Downloading: the data key is unwrapped with a private key kept in this browser (GET wraps/),
 // then each chunk's ciphertext (GET chunks/<i>/) is decrypted with AES-256-GCM (nonce from GET
 // chunks/, associated data = dataset id and index), its SHA-256 checked against the chunk table,
-// and written straight to disk where the browser can (showSaveFilePicker); elsewhere the pieces
-// are collected into a Blob and saved as a normal download.
+// and written straight to disk: into the file the person picks where the browser can
+// (showSaveFilePicker), else as an ordinary download streamed by a service worker
+// (download-sw.js); only where neither works are the pieces collected into a Blob first.
 
 import { call, dataKeyOf } from "./api.js";
 import { datasetHash, decryptChunk, KeyError, sha256, toHex } from "./crypto.js";
@@ -20,17 +21,82 @@ function say(element, text, kind = "") {
   element.className = kind;
 }
 
-async function openSink(fileName) {
+async function openSink(fileName, size) {
   if (typeof window.showSaveFilePicker === "function") {
     try {
       const handle = await window.showSaveFilePicker({ suggestedName: fileName });
       const writable = await handle.createWritable();
-      return { write: (bytes) => writable.write(bytes), close: () => writable.close(), abort: () => writable.abort(), disk: true };
+      return { write: (bytes) => writable.write(bytes), close: () => writable.close(), abort: () => writable.abort(), kind: "disk" };
     } catch (error) {
       if (error.name === "AbortError") return null; // the person closed the dialog
-      // Not allowed here (e.g. a sandboxed frame): fall back to a normal download.
+      // Not allowed here (e.g. a sandboxed frame): fall back to a download.
     }
   }
+  return (await streamedDownload(fileName, size)) || collectedDownload(fileName);
+}
+
+/** A download the browser streams to disk through a service worker (download-sw.js); null where
+ * service workers are not available (or it does not answer), so the caller falls back. */
+async function streamedDownload(fileName, size) {
+  if (!config.streamWorker || !("serviceWorker" in navigator)) return null;
+  let registration;
+  try {
+    registration = await navigator.serviceWorker.register(config.streamWorker, { scope: config.streamScope });
+    const worker = registration.active || registration.installing || registration.waiting;
+    if (worker && worker.state !== "activated") {
+      await new Promise((resolve) => {
+        worker.addEventListener("statechange", () => worker.state === "activated" && resolve());
+      });
+    }
+  } catch (error) {
+    return null; // e.g. a private window
+  }
+  const id = crypto.randomUUID();
+  const channel = new MessageChannel();
+  const port = channel.port1;
+  let credits = 0;
+  let wake = null;
+  let cancelled = false;
+  const opened = new Promise((resolve) => {
+    port.onmessage = ({ data }) => {
+      if (data.opened) resolve(true);
+      if (data.pull) credits += 1;
+      if (data.cancelled) cancelled = true;
+      if (wake) wake();
+    };
+  });
+  registration.active.postMessage({ type: "portal-stream", id, fileName, size }, [channel.port2]);
+  const frame = Object.assign(document.createElement("iframe"), { hidden: true });
+  frame.src = `${config.streamScope}${id}/${encodeURIComponent(fileName)}`;
+  document.body.append(frame);
+  const answered = await Promise.race([opened, new Promise((resolve) => setTimeout(() => resolve(false), 10_000))]);
+  if (!answered) {
+    frame.remove();
+    return null;
+  }
+  const finish = () => setTimeout(() => frame.remove(), 60_000);
+  return {
+    async write(bytes) {
+      while (!credits && !cancelled) await new Promise((resolve) => { wake = resolve; });
+      if (cancelled) throw new KeyError("The download was cancelled in the browser.");
+      credits -= 1;
+      const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+      port.postMessage({ chunk: own.buffer }, [own.buffer]);
+    },
+    async close() {
+      port.postMessage({ done: true });
+      finish();
+    },
+    async abort() {
+      port.postMessage({ abort: "The download failed" });
+      finish();
+    },
+    kind: "stream",
+  };
+}
+
+/** The pieces collected in memory and saved as one download (browsers with neither way). */
+function collectedDownload(fileName) {
   const parts = [];
   return {
     write: async (bytes) => parts.push(bytes),
@@ -43,7 +109,7 @@ async function openSink(fileName) {
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
     },
     abort: async () => { parts.length = 0; },
-    disk: false,
+    kind: "memory",
   };
 }
 
@@ -59,7 +125,7 @@ async function download() {
   button.disabled = true;
   say(status, "Preparing…");
   // Ask where to save first: the browser allows the dialog only right after the click.
-  const sink = await openSink(config.fileName);
+  const sink = await openSink(config.fileName, config.size);
   if (sink === null) {
     say(status, "Download cancelled.");
     button.disabled = false;
@@ -97,9 +163,10 @@ async function download() {
     await sink.close();
     bar.value = 100;
     $("download-percent").textContent = "100 %";
-    say(status, sink.disk ? `Saved ${config.fileName} (${formatBytes(done)}), decrypted and checked.`
+    say(status, sink.kind === "disk" ? `Saved ${config.fileName} (${formatBytes(done)}), decrypted and checked.`
       : `Downloaded ${config.fileName} (${formatBytes(done)}), decrypted and checked.`, "ok");
     document.body.dataset.downloaded = "yes";
+    document.body.dataset.sink = sink.kind;
   } catch (error) {
     await sink.abort().catch(() => {});
     say(status, `The download failed: ${error.message}`, "error");

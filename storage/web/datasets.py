@@ -16,6 +16,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.urls import path, reverse
 from django.views import View
 from django.views.generic import ListView, TemplateView
@@ -179,6 +180,7 @@ class DatasetDetailView(LoginRequiredMixin, View):
         user = self.request.user
         grant = access.grant_of(user, dataset)
         can_write = grant is not None and grant.level == GrantLevel.WRITE
+        stream_worker = static("storage/download-sw.js")
         grants = list(dataset.grants.select_related("user", "granted_by").order_by("created_at", "id"))
         with_keys = set(
             UserKey.objects.filter(user__in=[g.user for g in grants], state=KeyState.ACTIVE).values_list(
@@ -229,6 +231,9 @@ class DatasetDetailView(LoginRequiredMixin, View):
                 "state": dataset.state,
                 "rekeyUrl": rekey_url if can_write else None,
                 "keysUrl": reverse("storage:key-list"),
+                # Downloads streamed to disk by a service worker, where there is no file picker.
+                "streamWorker": stream_worker,
+                "streamScope": stream_worker.rsplit("/", 1)[0] + "/stream/",
             },
             "is_owner": dataset.owner_id == user.pk,
         }
