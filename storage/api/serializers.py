@@ -119,6 +119,16 @@ class DuplicateSerializer(serializers.ModelSerializer):
         fields = ["mnemonic", "name", "file_name", "size", "sha256", "created_at"]
 
 
+def chunk_data(chunk) -> dict:
+    return {
+        "index": chunk.index,
+        "size": chunk.size,
+        "stored_size": chunk.stored_size,
+        "sha256": chunk.sha256,
+        "nonce": base64.b64encode(bytes(chunk.nonce)).decode("ascii"),
+    }
+
+
 class ChunkSerializer(serializers.ModelSerializer):
     nonce = serializers.SerializerMethodField()
 
@@ -127,7 +137,12 @@ class ChunkSerializer(serializers.ModelSerializer):
         fields = ["index", "size", "stored_size", "sha256", "nonce"]
 
     def get_nonce(self, chunk) -> str:
-        return base64.b64encode(bytes(chunk.nonce)).decode("ascii")
+        return chunk_data(chunk)["nonce"]
+
+    def to_representation(self, chunk) -> dict:
+        # Every uploaded chunk is answered with this: a plain dict of the same fields, without
+        # the field machinery (which cost more than a tenth of a small request).
+        return chunk_data(chunk)
 
 
 class KeySerializer(StrictSerializer):
