@@ -504,10 +504,8 @@ def chunk_count(size: int, chunk_size: int) -> int:
     return max(1, -(-size // chunk_size))
 
 
-def local_dataset_hash(path: str | os.PathLike[str], size: int, chunk_size: int) -> str:
+def local_dataset_hash(path: str | os.PathLike[str], chunk_size: int) -> str:
     """The dataset hash as the server records it (an empty file has one empty chunk)."""
-    if size == 0:
-        return crypto.dataset_hash([crypto.chunk_hash(b"")])
     return crypto.hash_file(path, chunk_size)[0]
 
 
@@ -539,7 +537,7 @@ def find_duplicate(
     same_size = [d for d in found if d["size"] == size and d.get("sha256")]
     if not same_size:
         return None, None
-    local = local_dataset_hash(path, size, chunk_size)
+    local = local_dataset_hash(path, chunk_size)
     for candidate in same_size:
         if candidate["sha256"] == local:
             return candidate["mnemonic"], local

@@ -282,7 +282,7 @@ def dataset_hash(chunk_hashes: Iterable[bytes | str]) -> str:
     """The dataset hash: lowercase hex SHA-256 over the chunks' raw 32-byte digests, in order.
 
     Each digest is the SHA-256 of one plaintext chunk (hex strings are accepted too). A file of
-    zero bytes has no chunks, so its dataset hash is the SHA-256 of nothing. The value depends on
+    zero bytes is stored as one empty chunk (`hash_file` counts it so too). The value depends on
     the chunk size, which is therefore recorded with it.
     """
     outer = hashlib.sha256()
@@ -319,12 +319,13 @@ def hash_file(
 ) -> tuple[str, list[str]]:
     """Stream a file (path or binary file object); returns `(dataset_hash_hex, [chunk_hash_hex, ...])`.
 
-    The same algorithm as the CLI's offline `hash` and as the server's record of an upload.
+    The same algorithm as the CLI's offline `hash` and as the server's record of an upload; an
+    empty file is one empty chunk, as an upload stores it.
     """
     if isinstance(source, str | os.PathLike):
         with open(source, "rb") as handle:
             return hash_file(handle, chunk_size)
-    digests = [chunk_hash(chunk) for chunk in iter_chunks(source, chunk_size)]
+    digests = [chunk_hash(chunk) for chunk in iter_chunks(source, chunk_size)] or [chunk_hash(b"")]
     return dataset_hash(digests), [digest.hex() for digest in digests]
 
 
