@@ -80,7 +80,7 @@ def load_dataset(user, mnemonic: str):
 
 def store(dataset, index: int, data: bytes, sha256: str, user) -> tuple[int, dict]:
     """(status, JSON body) of putting one chunk: the view's answer for the same request."""
-    from storage.api.serializers import ChunkSerializer
+    from storage.api.serializers import chunk_data
     from storage.services import uploads
     from storage.services.errors import KeyNeededError, NoAccessError, StorageError
 
@@ -93,7 +93,7 @@ def store(dataset, index: int, data: bytes, sha256: str, user) -> tuple[int, dic
         return exc.status, {"detail": exc.message, "code": exc.code}
     except StorageError as exc:
         return exc.status, {"detail": exc.message, "code": exc.code}
-    return 200, ChunkSerializer(chunk).data
+    return 200, chunk_data(chunk)
 
 
 def _header(scope, wanted: bytes) -> bytes | None:

@@ -108,12 +108,11 @@ class ChunkBuffers:
 def read_chunk_into(dataset, index: int, generation: int | None, buffer: memoryview) -> memoryview:
     """The chunk file's bytes read into `buffer` (at most its length), as a view of it; no new
     object per chunk. Give it one byte more than the recorded size to notice a longer file."""
-    view = buffer
     count = 0
     with open(chunk_path(dataset, index, generation), "rb", buffering=0) as handle:
-        while count < len(view) and (got := handle.readinto(view[count:])):
+        while count < len(buffer) and (got := handle.readinto(buffer[count:])):
             count += got
-    return view[:count]
+    return buffer[:count]
 
 
 def remove_generation(dataset, generation: int) -> None:
