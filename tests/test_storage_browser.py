@@ -390,6 +390,16 @@ def test_keys_made_in_python_import_into_the_browser(browser, asgi_server, lab, 
     page.locator("#import-file").set_input_files(str(pkcs1))
     assert imported() == registered.fingerprint
 
+    # OpenSSH's own format (ssh-keygen's default).
+    openssh = tmp_path / "id_rsa"
+    openssh.write_bytes(
+        python_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
+    page.locator("#import-file").set_input_files(str(openssh))
+    assert imported() == registered.fingerprint
+
     # Password-protected PKCS#8 (openssl pkey -aes256, ssh-keygen -m pkcs8 -N …, Python's
     # cryptography): the page asks for the password, refuses a wrong one, opens it with the right one.
     locked = tmp_path / "key-locked.pem"

@@ -339,8 +339,57 @@ async function decryptPkcs8(der, password) {
   }
 }
 
-/** Read a private key the user brings: PEM (PKCS#8, password-protected PKCS#8 or PKCS#1), JWK or
- * compact text. A password-protected file without `password` raises `KeyPasswordError`. */
+// --- OpenSSH's own private-key format (“OPENSSH PRIVATE KEY”, ssh-keygen's default) ------------
+
+/** Read an unencrypted OpenSSH RSA private key into a JWK (PROTOCOL.key: "openssh-key-v1"). */
+function jwkFromOpenSsh(raw) {
+  const magic = new TextEncoder().encode("openssh-key-v1\0");
+  if (raw.length < magic.length || toHex(raw.subarray(0, magic.length)) !== toHex(magic)) {
+    throw new KeyError("This OpenSSH key file is damaged.");
+  }
+  let offset = magic.length;
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const take = () => {
+    if (offset + 4 > raw.length) throw new KeyError("This OpenSSH key file is cut short.");
+    const length = view.getUint32(offset);
+    offset += 4;
+    if (offset + length > raw.length) throw new KeyError("This OpenSSH key file is cut short.");
+    offset += length;
+    return raw.subarray(offset - length, offset);
+  };
+  const text = (bytes) => new TextDecoder().decode(bytes);
+  const cipher = text(take());
+  const kdf = text(take());
+  take(); // kdf options
+  if (cipher !== "none" || kdf !== "none") {
+    throw new KeyError("This OpenSSH key file is protected by a passphrase. Convert it to a password-protected " +
+      "PKCS#8 file, which this page opens: ssh-keygen -p -m pkcs8 -f yourkey");
+  }
+  if (offset + 4 > raw.length || view.getUint32(offset) !== 1) throw new KeyError("This OpenSSH file does not hold one key.");
+  offset += 4;
+  take(); // the public key
+  const secret = take();
+  offset = 0;
+  const inner = new DataView(secret.buffer, secret.byteOffset, secret.byteLength);
+  const innerTake = () => {
+    if (offset + 4 > secret.length) throw new KeyError("This OpenSSH key file is cut short.");
+    const length = inner.getUint32(offset);
+    offset += 4;
+    if (offset + length > secret.length) throw new KeyError("This OpenSSH key file is cut short.");
+    offset += length;
+    return secret.subarray(offset - length, offset);
+  };
+  if (secret.length < 8 || inner.getUint32(0) !== inner.getUint32(4)) throw new KeyError("This OpenSSH key file is damaged.");
+  offset = 8;
+  const type = text(innerTake());
+  if (type !== "ssh-rsa") throw new KeyError(`This is an OpenSSH ${type} key; the portal uses RSA keys (ssh-keygen -t rsa -b 4096).`);
+  const [n, e, d, qi, p, q] = ["n", "e", "d", "iqmp", "p", "q"].map(() => bigFromBytes(innerTake()));
+  const b64 = (value) => toBase64Url(bytesFromBig(value));
+  return { n: b64(n), e: b64(e), d: b64(d), p: b64(p), q: b64(q), dp: b64(d % (p - 1n)), dq: b64(d % (q - 1n)), qi: b64(qi) };
+}
+
+/** Read a private key the user brings: PEM (PKCS#8, password-protected PKCS#8 or PKCS#1), an
+ * OpenSSH key file, JWK or compact text. A password-protected file without `password` raises `KeyPasswordError`. */
 export async function importPrivateKey(text, password = "") {
   const trimmed = (text || "").trim();
   if (!trimmed) throw new KeyError("The key is empty.");
@@ -369,7 +418,13 @@ export async function importPrivateKey(text, password = "") {
     throw new KeyPasswordError("This key file is protected by a password: type it to open the key.");
   }
   if (label === "OPENSSH PRIVATE KEY") {
-    throw new KeyError("This is an OpenSSH key file. Convert it first: ssh-keygen -p -m pkcs8 -f yourkey");
+    let raw;
+    try {
+      raw = fromBase64(body);
+    } catch (error) {
+      throw new KeyError("The OpenSSH key file is damaged (not valid base64).");
+    }
+    return importJwk(jwkFromOpenSsh(raw));
   }
   if (label === "PUBLIC KEY" || label === "RSA PUBLIC KEY") {
     throw new KeyError("This is a public key. To register it, use “Register a key made elsewhere”; here the private key is needed.");
