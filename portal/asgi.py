@@ -31,7 +31,7 @@ websocket_urlpatterns = [
 
 application = ProtocolTypeRouter({
     # Slide tiles are answered in front of Django (no middleware, no query per tile), and so are
-    # upload chunks sent with an API token (no middleware, one query per chunk).
+    # upload chunks (no middleware; the dataset locked and the row written in two round trips).
     "http": TileServer(ChunkServer(django_asgi_app)),
     "websocket": PortalOriginValidator(
         PortalAuthMiddlewareStack(URLRouter(websocket_urlpatterns))

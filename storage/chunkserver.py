@@ -2,14 +2,15 @@
 
 A 2 MiB chunk costs about 2 ms of hashing and encryption, and going through Django's middleware,
 REST framework and the token and dataset lookups used to cost far more than that. `ChunkServer`
-wraps the ASGI application and answers `PUT /api/v1/datasets/<mnemonic>/chunks/<index>/` sent
-with an API token itself; everything else – a browser's session and CSRF token, a key supplied in
-`X-Dataset-Key`, a body larger than any chunk, a request it cannot place – passes through to the
-ordinary view (`storage.api.views.DatasetViewSet.put_chunk`), which stays the reference (and the
-one the test client and the schema see). The work itself is the same service function:
+wraps the ASGI application and answers `PUT /api/v1/datasets/<mnemonic>/chunks/<index>/` itself;
+everything else – a key supplied in `X-Dataset-Key`, a body larger than any chunk, a request it
+cannot place – passes through to the ordinary view (`storage.api.views.DatasetViewSet.put_chunk`),
+which stays the reference (and the one the test client and the schema see). The work itself is
+the same service function:
 
-- who asks: the token (`write` scope), resolved as the API resolves it, kept for
-  `STORAGE_CHUNK_AUTH_CACHE_SECONDS` (a revoked token stops within that time);
+- who asks: an API token (`write` scope) or the browser's session (with Django's own CSRF check
+  of every request), resolved as the API resolves them, kept for
+  `STORAGE_CHUNK_AUTH_CACHE_SECONDS` (a revoked token or ended session stops within that time);
 - the dataset's upload details (sizes, sealed key), once the user's write grant on it is seen,
   kept as long;
 - `storage.services.uploads.put_chunk` in a thread: hash checked, encrypted, and – under a share
@@ -41,7 +42,8 @@ def _seconds() -> float:
     return float(settings.STORAGE_CHUNK_AUTH_CACHE_SECONDS)
 
 
-_users = asgi_auth.ShortCache(_seconds)  # token → its user (None: not a valid write token)
+# ("token" | "session", secret) → its user (None: not a valid write token or signed-in session)
+_users = asgi_auth.ShortCache(_seconds)
 # (user id, mnemonic) → the uploading dataset the user may write (None: not one)
 _datasets = asgi_auth.ShortCache(_seconds)
 
@@ -64,8 +66,27 @@ async def _off_loop(func, *args):
     return await asyncio.get_running_loop().run_in_executor(_executor, _with_database, func, *args)
 
 
-def load_user(secret: str):
-    return asgi_auth.user_for_token(secret, ["write"])
+def load_user(kind: str, secret: str):
+    if kind == "token":
+        return asgi_auth.user_for_token(secret, ["write"])
+    return asgi_auth.user_for_session(secret)
+
+
+def csrf_passes(scope) -> bool:
+    """Django's own CSRF check of a session's request (as REST framework runs it): the token in
+    `X-CSRFToken` against the cookie, and the origin or referrer where Django checks them."""
+    import io
+
+    from django.core.handlers.asgi import ASGIRequest
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    try:
+        request = ASGIRequest(scope, io.BytesIO())
+        check = CsrfViewMiddleware(lambda request: None)
+        check.process_request(request)
+        return check.process_view(request, None, (), {}) is None
+    except Exception:  # noqa: BLE001 - a bad host or header: the view answers it
+        return False
 
 
 def load_dataset(user, mnemonic: str):
@@ -118,8 +139,7 @@ class ChunkServer:
 
     @staticmethod
     def _ours(scope) -> bool:
-        credentials = asgi_auth.credentials(scope)
-        if credentials is None or credentials[0] != "token" or _header(scope, b"x-dataset-key") is not None:
+        if asgi_auth.credentials(scope) is None or _header(scope, b"x-dataset-key") is not None:
             return False
         length = _header(scope, b"content-length") or b""
         return length.isdigit() and int(length) <= settings.STORAGE_MAX_CHUNK_SIZE
@@ -149,8 +169,10 @@ class ChunkServer:
 
             return await self.app(scope, again, send)
 
-        secret = asgi_auth.credentials(scope)[1]
-        user = await _users.get(secret, lambda: _off_loop(load_user, secret))
+        kind, secret = asgi_auth.credentials(scope)
+        if kind == "session" and not csrf_passes(scope):
+            return await replay()
+        user = await _users.get((kind, secret), lambda: _off_loop(load_user, kind, secret))
         if user is None:
             return await replay()
         mnemonic = match["mnemonic"]

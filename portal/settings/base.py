@@ -306,8 +306,8 @@ STORAGE_UPLOAD_SESSION_DAYS = env.int("PORTAL_UPLOAD_SESSION_DAYS", default=7)
 # that began before it.
 STORAGE_JOB_KEY_TTL = env.int("PORTAL_STORAGE_JOB_KEY_TTL", default=2 * 24 * 3600)
 STORAGE_REKEY_GRACE_SECONDS = env.int("PORTAL_STORAGE_REKEY_GRACE_SECONDS", default=60)
-# Upload chunks sent with an API token are taken in front of Django (storage/chunkserver.py),
-# which keeps who sent them and the upload's details this long: a revoked token stops within it.
+# Upload chunks are taken in front of Django (storage/chunkserver.py), which keeps who sent them
+# (token or session) and the upload's details this long: a revoked token stops within it.
 STORAGE_CHUNK_AUTH_CACHE_SECONDS = env.float("PORTAL_STORAGE_CHUNK_AUTH_SECONDS", default=5.0)
 # Seals upload keys and keys handed to workers; derived from SECRET_KEY when empty.
 PORTAL_SEALING_KEY = env.str("PORTAL_SEALING_KEY", default="")

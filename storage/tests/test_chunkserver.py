@@ -169,3 +169,28 @@ def test_a_supplied_key_and_other_requests_go_to_the_view(app, uploading, keyed,
     Dataset.objects.filter(pk=uploading.pk).update(state=DatasetState.DELETED)
     gone = send(app, uploading.mnemonic, 1, pieces(DATA)[1], owner)
     assert gone["status"] == 409 and app.taken == []  # not uploading: the view says so
+
+
+def session_headers(user, csrf: bool = True) -> list[tuple[str, str]]:
+    from django.middleware.csrf import _get_new_csrf_string
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    secret = _get_new_csrf_string()
+    cookie = f"sessionid={client.cookies['sessionid'].value}; csrftoken={secret}"
+    return [("cookie", cookie)] + ([("x-csrftoken", secret)] if csrf else [])
+
+
+@pytest.mark.parametrize(
+    ("role", "csrf", "status", "taken"),
+    [("owner", True, 200, True), ("owner", False, 403, False), ("reader", True, 403, False)],
+)
+def test_browser_sessions_with_their_csrf_token(app, uploading, keyed, role, csrf, status, taken):
+    """The upload page's requests (session cookie and CSRF token) take the same path; without the
+    token Django's CSRF check refuses them, as the view would."""
+    response = send(app, uploading.mnemonic, 0, pieces(DATA)[0], extra=session_headers(keyed[role], csrf))
+    assert response["status"] == status, response["body"][:200]
+    if not csrf:
+        assert b"CSRF" in response["body"]
+    assert app.taken == ([0] if taken else [])
