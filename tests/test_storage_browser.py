@@ -50,6 +50,17 @@ def open_page(browser, base: str, username: str, *, no_file_picker: bool = True,
     return context, page
 
 
+def download_through_page(page, base: str, dataset: Dataset) -> bytes:
+    """The dataset page's download (decrypted in the browser): the bytes saved, under the file's name."""
+    page.goto(f"{base}/datasets/{dataset.mnemonic}/")
+    page.wait_for_function("document.body.dataset.ready === 'yes'")
+    with page.expect_download(timeout=TIMEOUT) as download_info:
+        page.get_by_role("button", name=f"Download {dataset.file_name}").click()
+    assert download_info.value.suggested_filename == dataset.file_name
+    page.wait_for_function("document.body.dataset.downloaded === 'yes'")
+    return Path(download_info.value.path()).read_bytes()
+
+
 def same_key(a, b) -> bool:
     return a.private_numbers() == b.private_numbers()
 
@@ -150,13 +161,7 @@ def test_generate_register_upload_download_share(
     assert Dataset.objects.filter(owner=alice).count() == 1
 
     # Download: the browser unwraps the key, decrypts chunk by chunk; the bytes are the same.
-    page.goto(f"{base}/datasets/{dataset.mnemonic}/")
-    page.wait_for_function("document.body.dataset.ready === 'yes'")
-    with page.expect_download(timeout=TIMEOUT) as download_info:
-        page.get_by_role("button", name="Download blood counts.bin").click()
-    assert download_info.value.suggested_filename == "blood counts.bin"
-    assert Path(download_info.value.path()).read_bytes() == data
-    page.wait_for_function("document.body.dataset.downloaded === 'yes'")
+    assert download_through_page(page, base, dataset) == data
     assert "decrypted and checked" in page.locator("#download-status").text_content()
     assert page.evaluate("document.body.dataset.sink") == "stream"  # streamed by the service worker
 
@@ -379,38 +384,29 @@ def test_keys_made_in_python_import_into_the_browser(browser, asgi_server, lab, 
     assert imported() == registered.fingerprint
     from cryptography.hazmat.primitives import serialization
 
-    pkcs1 = tmp_path / "key-rsa.pem"
-    pkcs1.write_bytes(
-        python_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
+    def key_file(name: str, form, encryption=None) -> str:
+        path = tmp_path / name
+        encryption = encryption or serialization.NoEncryption()
+        path.write_bytes(python_key.private_bytes(serialization.Encoding.PEM, form, encryption))
+        return str(path)
+
+    page.locator("#import-file").set_input_files(
+        key_file("key-rsa.pem", serialization.PrivateFormat.TraditionalOpenSSL)
     )
-    page.locator("#import-file").set_input_files(str(pkcs1))
     assert imported() == registered.fingerprint
 
     # OpenSSH's own format (ssh-keygen's default).
-    openssh = tmp_path / "id_rsa"
-    openssh.write_bytes(
-        python_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
-    )
-    page.locator("#import-file").set_input_files(str(openssh))
+    page.locator("#import-file").set_input_files(key_file("id_rsa", serialization.PrivateFormat.OpenSSH))
     assert imported() == registered.fingerprint
 
     # Password-protected PKCS#8 (openssl pkey -aes256, ssh-keygen -m pkcs8 -N …, Python's
     # cryptography): the page asks for the password, refuses a wrong one, opens it with the right one.
-    locked = tmp_path / "key-locked.pem"
-    locked.write_bytes(
-        python_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"correct horse"),
-        )
+    locked = key_file(
+        "key-locked.pem",
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"correct horse"),
     )
-    page.locator("#import-file").set_input_files(str(locked))
+    page.locator("#import-file").set_input_files(locked)
     password = page.get_by_label("Password of the key file")
     password.wait_for(state="visible", timeout=TIMEOUT)
     assert "protected by a password" in page.locator("#import-status").text_content()
@@ -558,13 +554,7 @@ def test_downloads_stream_to_disk_or_fall_back_and_damage_fails_them(
     dataset = uploaded(alice, data, "scan série 7.bin")
     context, page = open_page(browser, base, "alice", service_workers=service_workers)
     bring_key(page, base, python_key)
-    page.goto(f"{base}/datasets/{dataset.mnemonic}/")
-    page.wait_for_function("document.body.dataset.ready === 'yes'")
-    with page.expect_download(timeout=TIMEOUT) as download_info:
-        page.get_by_role("button", name="Download scan série 7.bin").click()
-    assert download_info.value.suggested_filename == "scan série 7.bin"
-    assert Path(download_info.value.path()).read_bytes() == data
-    page.wait_for_function("document.body.dataset.downloaded === 'yes'")
+    assert download_through_page(page, base, dataset) == data
     expected = "stream" if service_workers == "allow" else "memory"
     assert page.evaluate("document.body.dataset.sink") == expected
 

@@ -341,49 +341,48 @@ async function decryptPkcs8(der, password) {
 
 // --- OpenSSH's own private-key format (“OPENSSH PRIVATE KEY”, ssh-keygen's default) ------------
 
+/** A reader of SSH wire-format fields (uint32, and strings with a uint32 length) in `bytes`. */
+function sshReader(bytes, offset = 0) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const cut = () => new KeyError("This OpenSSH key file is cut short.");
+  const reader = {
+    uint32() {
+      if (offset + 4 > bytes.length) throw cut();
+      offset += 4;
+      return view.getUint32(offset - 4);
+    },
+    string() {
+      const length = reader.uint32();
+      if (offset + length > bytes.length) throw cut();
+      offset += length;
+      return bytes.subarray(offset - length, offset);
+    },
+    text: () => new TextDecoder().decode(reader.string()),
+  };
+  return reader;
+}
+
 /** Read an unencrypted OpenSSH RSA private key into a JWK (PROTOCOL.key: "openssh-key-v1"). */
 function jwkFromOpenSsh(raw) {
   const magic = new TextEncoder().encode("openssh-key-v1\0");
   if (raw.length < magic.length || toHex(raw.subarray(0, magic.length)) !== toHex(magic)) {
     throw new KeyError("This OpenSSH key file is damaged.");
   }
-  let offset = magic.length;
-  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  const take = () => {
-    if (offset + 4 > raw.length) throw new KeyError("This OpenSSH key file is cut short.");
-    const length = view.getUint32(offset);
-    offset += 4;
-    if (offset + length > raw.length) throw new KeyError("This OpenSSH key file is cut short.");
-    offset += length;
-    return raw.subarray(offset - length, offset);
-  };
-  const text = (bytes) => new TextDecoder().decode(bytes);
-  const cipher = text(take());
-  const kdf = text(take());
-  take(); // kdf options
+  const outer = sshReader(raw, magic.length);
+  const cipher = outer.text();
+  const kdf = outer.text();
+  outer.string(); // kdf options
   if (cipher !== "none" || kdf !== "none") {
     throw new KeyError("This OpenSSH key file is protected by a passphrase. Convert it to a password-protected " +
       "PKCS#8 file, which this page opens: ssh-keygen -p -m pkcs8 -f yourkey");
   }
-  if (offset + 4 > raw.length || view.getUint32(offset) !== 1) throw new KeyError("This OpenSSH file does not hold one key.");
-  offset += 4;
-  take(); // the public key
-  const secret = take();
-  offset = 0;
-  const inner = new DataView(secret.buffer, secret.byteOffset, secret.byteLength);
-  const innerTake = () => {
-    if (offset + 4 > secret.length) throw new KeyError("This OpenSSH key file is cut short.");
-    const length = inner.getUint32(offset);
-    offset += 4;
-    if (offset + length > secret.length) throw new KeyError("This OpenSSH key file is cut short.");
-    offset += length;
-    return secret.subarray(offset - length, offset);
-  };
-  if (secret.length < 8 || inner.getUint32(0) !== inner.getUint32(4)) throw new KeyError("This OpenSSH key file is damaged.");
-  offset = 8;
-  const type = text(innerTake());
+  if (outer.uint32() !== 1) throw new KeyError("This OpenSSH file does not hold one key.");
+  outer.string(); // the public key
+  const inner = sshReader(outer.string());
+  if (inner.uint32() !== inner.uint32()) throw new KeyError("This OpenSSH key file is damaged.");
+  const type = inner.text();
   if (type !== "ssh-rsa") throw new KeyError(`This is an OpenSSH ${type} key; the portal uses RSA keys (ssh-keygen -t rsa -b 4096).`);
-  const [n, e, d, qi, p, q] = ["n", "e", "d", "iqmp", "p", "q"].map(() => bigFromBytes(innerTake()));
+  const [n, e, d, qi, p, q] = ["n", "e", "d", "iqmp", "p", "q"].map(() => bigFromBytes(inner.string()));
   const b64 = (value) => toBase64Url(bytesFromBig(value));
   return { n: b64(n), e: b64(e), d: b64(d), p: b64(p), q: b64(q), dp: b64(d % (p - 1n)), dq: b64(d % (q - 1n)), qi: b64(qi) };
 }

@@ -69,7 +69,7 @@ async function streamedDownload(fileName, size) {
   const frame = Object.assign(document.createElement("iframe"), { hidden: true });
   frame.src = `${config.streamScope}${id}/${encodeURIComponent(fileName)}`;
   document.body.append(frame);
-  const answered = await Promise.race([opened, new Promise((resolve) => setTimeout(() => resolve(false), 10_000))]);
+  const answered = await Promise.race([opened, new Promise((resolve) => setTimeout(() => resolve(false), 30_000))]);
   if (!answered) {
     frame.remove();
     return null;
