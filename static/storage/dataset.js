@@ -21,18 +21,17 @@ function say(element, text, kind = "") {
   element.className = kind;
 }
 
-async function openSink(fileName, size) {
-  if (typeof window.showSaveFilePicker === "function") {
-    try {
-      const handle = await window.showSaveFilePicker({ suggestedName: fileName });
-      const writable = await handle.createWritable();
-      return { write: (bytes) => writable.write(bytes), close: () => writable.close(), abort: () => writable.abort(), kind: "disk" };
-    } catch (error) {
-      if (error.name === "AbortError") return null; // the person closed the dialog
-      // Not allowed here (e.g. a sandboxed frame): fall back to a download.
-    }
+/** The file the person picks (showSaveFilePicker); null if they closed the dialog, undefined
+ * where the browser has no picker or does not allow it here (e.g. a sandboxed frame). */
+async function pickedFile(fileName) {
+  if (typeof window.showSaveFilePicker !== "function") return undefined;
+  try {
+    const handle = await window.showSaveFilePicker({ suggestedName: fileName });
+    const writable = await handle.createWritable();
+    return { write: (bytes) => writable.write(bytes), close: () => writable.close(), abort: () => writable.abort(), kind: "disk" };
+  } catch (error) {
+    return error.name === "AbortError" ? null : undefined;
   }
-  return (await streamedDownload(fileName, size)) || collectedDownload(fileName);
 }
 
 /** A download the browser streams to disk through a service worker (download-sw.js); null where
@@ -125,7 +124,7 @@ async function download() {
   button.disabled = true;
   say(status, "Preparing…");
   // Ask where to save first: the browser allows the dialog only right after the click.
-  const sink = await openSink(config.fileName, config.size);
+  let sink = await pickedFile(config.fileName);
   if (sink === null) {
     say(status, "Download cancelled.");
     button.disabled = false;
@@ -135,6 +134,8 @@ async function download() {
     say(status, "Opening the dataset's key with your key…");
     const key = await dataKeyOf(config.user, config.mnemonic);
     const table = await call("GET", `${base}/chunks/`);
+    // No picker: a download streamed to disk, started once the key opened (else in memory).
+    sink = sink || (await streamedDownload(config.fileName, config.size)) || collectedDownload(config.fileName);
     $("download-progress").hidden = false;
     const pending = new Map();
     const digests = [];
@@ -168,7 +169,7 @@ async function download() {
     document.body.dataset.downloaded = "yes";
     document.body.dataset.sink = sink.kind;
   } catch (error) {
-    await sink.abort().catch(() => {});
+    if (sink) await sink.abort().catch(() => {});
     say(status, `The download failed: ${error.message}`, "error");
     if (error.code === "key_not_in_browser") status.append(" ", link(config.keysUrl, "Go to the Keys page"));
   } finally {
