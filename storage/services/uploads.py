@@ -227,7 +227,10 @@ def put_chunk(
         cursor.execute(
             _LOCK_FOR_CHUNK, [writer.pk if writer is not None else None, GrantLevel.WRITE, dataset.pk]
         )
-        _, state, may_write = cursor.fetchone()
+        row = cursor.fetchone()
+        if row is None:
+            raise StorageError(f"{dataset.mnemonic} no longer exists.", code="not_found", status=404)
+        _, state, may_write = row
         if writer is not None and not may_write:
             raise NoAccessError(
                 f"You have no write access to the data of {dataset.mnemonic}; ask its owner to share it."

@@ -194,3 +194,11 @@ def test_browser_sessions_with_their_csrf_token(app, uploading, keyed, role, csr
     if not csrf:
         assert b"CSRF" in response["body"]
     assert app.taken == ([0] if taken else [])
+
+
+def test_a_dataset_removed_while_its_details_are_cached_is_a_clear_404(app, uploading, keyed):
+    owner = token_of(keyed["owner"])
+    assert send(app, uploading.mnemonic, 0, pieces(DATA)[0], owner)["status"] == 200
+    Dataset.objects.filter(pk=uploading.pk).delete()  # e.g. by an administrator
+    gone = send(app, uploading.mnemonic, 1, pieces(DATA)[1], owner)
+    assert status_and_code(gone) == (404, "not_found")
