@@ -90,6 +90,11 @@ def run_alone(bench) -> int:
         rows, section = bench(quick)
     finally:
         stack.stop(only_started_here=True)
+    return print_section(rows, section)
+
+
+def print_section(rows, section: list[str]) -> int:
+    """One benchmark's rows (each beside its reference) and its report section, on stdout."""
     for name, ours, reference, what in rows:
         print(f"{name}: {ours:.1f} vs {reference:.1f} ({ours / reference:.2f}; {what})")
     print("\n".join(section))

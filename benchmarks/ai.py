@@ -204,11 +204,9 @@ def bench_ai(quick: bool = False, *, log=print) -> tuple[list[tuple[str, float, 
 
 
 def main() -> int:
-    rows, section = bench_ai("--quick" in sys.argv)
-    for name, ours, reference, what in rows:
-        print(f"{name}: {ours:.1f} vs {reference:.1f} ({ours / reference:.2f}; {what})")
-    print("\n".join(section))
-    return 0
+    from benchmarks.__main__ import print_section
+
+    return print_section(*bench_ai("--quick" in sys.argv))
 
 
 if __name__ == "__main__":
