@@ -13,8 +13,12 @@ the same service function:
   `STORAGE_CHUNK_AUTH_CACHE_SECONDS` (a revoked token or ended session stops within that time);
 - the dataset's upload details (sizes, sealed key), once the user's write grant on it is seen,
   kept as long;
-- `storage.services.uploads.put_chunk` in a thread: hash checked, encrypted, and – under a share
-  lock of the dataset that checks the write grant again, in the same query – written and recorded.
+- the body received into a kept buffer, so no chunk-sized object is made per request (a fresh
+  2 MiB object costs a page fault per 4 KiB of it; on two cores the server's side of an upload
+  went from about 520 to 590 MB/s without them);
+- `storage.services.uploads.put_chunk` in a thread: hash checked, encrypted into the thread's
+  kept buffer, and – under a share lock of the dataset that checks the write grant again, in the
+  same query – written and recorded.
 
 A request it cannot place (an unknown token, a dataset the user may not write) is handed to Django
 with the body already read, so answers and their status codes are the API's own.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -36,6 +41,8 @@ CHUNK_PATH = re.compile(r"^/api/v1/datasets/(?P<mnemonic>[a-z]+_[a-z]+_[a-z]+)/c
 # Chunks are hashed, encrypted and written off the event loop, two at once (hashing, AES-GCM and
 # file writes release the GIL; more threads only fought over it, measured on two cores).
 _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chunk-put")
+# Each of those threads keeps its buffer for ciphertext (`ChunkBuffers`).
+_per_thread = threading.local()
 
 
 def _seconds() -> float:
@@ -51,6 +58,29 @@ _datasets = asgi_auth.ShortCache(_seconds)
 def clear_caches() -> None:
     _users.clear()
     _datasets.clear()
+
+
+class BodyBuffers:
+    """Buffers that request bodies are received into, kept for the next requests: taken and given
+    back on the event loop only. At most `keep_bytes` are kept (a few default chunks); a busier
+    moment allocates more and lets them go."""
+
+    def __init__(self, keep_bytes: int) -> None:
+        self.keep_bytes = keep_bytes
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        for position, buffer in enumerate(self._free):
+            if len(buffer) >= size:
+                return self._free.pop(position)
+        return bytearray(size)
+
+    def give(self, buffer: bytearray) -> None:
+        if sum(map(len, self._free)) + len(buffer) <= self.keep_bytes:
+            self._free.append(buffer)
+
+
+_bodies = BodyBuffers(keep_bytes=16 * 1024 * 1024)
 
 
 def _with_database(func, *args):
@@ -99,14 +129,17 @@ def load_dataset(user, mnemonic: str):
     ).first()
 
 
-def store(dataset, index: int, data: bytes, sha256: str, user) -> tuple[int, dict]:
+def store(dataset, index: int, data, sha256: str, user) -> tuple[int, dict]:
     """(status, JSON body) of putting one chunk: the view's answer for the same request."""
     from storage.api.serializers import chunk_data
-    from storage.services import uploads
+    from storage.services import chunkstore, uploads
     from storage.services.errors import KeyNeededError, NoAccessError, StorageError
 
+    buffers = getattr(_per_thread, "buffers", None)
+    if buffers is None:
+        buffers = _per_thread.buffers = chunkstore.ChunkBuffers()
     try:
-        chunk = uploads.put_chunk(dataset, index, data, sha256, writer=user)
+        chunk = uploads.put_chunk(dataset, index, data, sha256, writer=user, buffers=buffers)
     except NoAccessError:
         raise  # the view tells a stranger (404) from a reader (403)
     except KeyNeededError as exc:
@@ -145,54 +178,87 @@ class ChunkServer:
         return length.isdigit() and int(length) <= settings.STORAGE_MAX_CHUNK_SIZE
 
     async def serve(self, scope, receive, send, match) -> None:
-        parts = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            parts.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(parts)
-        del parts
-
-        async def replay():
-            """Django's view answers: it reads the same body."""
-            sent = False
-
-            async def again():
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            return await self.app(scope, again, send)
-
-        kind, secret = asgi_auth.credentials(scope)
-        if kind == "session" and not csrf_passes(scope):
-            return await replay()
-        user = await _users.get((kind, secret), lambda: _off_loop(load_user, kind, secret))
-        if user is None:
-            return await replay()
-        mnemonic = match["mnemonic"]
-        dataset = await _datasets.get((user.pk, mnemonic), lambda: _off_loop(load_dataset, user, mnemonic))
-        if dataset is None:
-            return await replay()
-        sha256 = (_header(scope, b"x-content-sha256") or b"").decode("latin-1")
-        from storage.services.errors import NoAccessError
-
+        length = int(_header(scope, b"content-length"))  # checked by `_ours`
+        buffer = _bodies.take(length)
+        thread_holds = False  # the thread storing the chunk still reads the buffer
         try:
-            status, answer = await _off_loop(store, dataset, int(match["index"]), body, sha256, user)
-        except NoAccessError:
-            return await replay()
-        payload = json.dumps(answer).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"cache-control", b"private, no-store"),
-            (b"vary", b"Accept, Authorization"),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+            body = memoryview(buffer)[:length]
+            received = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                piece = message.get("body", b"")
+                if received + len(piece) > length:  # the HTTP server lets no such body through
+                    too_long = {"detail": "The body is longer than its Content-Length.", "code": "invalid"}
+                    return await _answer(send, 400, too_long)
+                body[received : received + len(piece)] = piece
+                received += len(piece)
+                if not message.get("more_body"):
+                    break
+            body = body[:received]
+
+            async def replay():
+                """Django's view answers: it reads the same body."""
+                sent = False
+                content = bytes(body)
+
+                async def again():
+                    nonlocal sent
+                    if not sent:
+                        sent = True
+                        return {"type": "http.request", "body": content, "more_body": False}
+                    return await receive()
+
+                return await self.app(scope, again, send)
+
+            kind, secret = asgi_auth.credentials(scope)
+            if kind == "session" and not csrf_passes(scope):
+                return await replay()
+            user = await _users.get((kind, secret), lambda: _off_loop(load_user, kind, secret))
+            if user is None:
+                return await replay()
+            mnemonic = match["mnemonic"]
+            dataset = await _datasets.get(
+                (user.pk, mnemonic), lambda: _off_loop(load_dataset, user, mnemonic)
+            )
+            if dataset is None:
+                return await replay()
+            sha256 = (_header(scope, b"x-content-sha256") or b"").decode("latin-1")
+            from storage.services.errors import NoAccessError
+
+            work = _executor.submit(_with_database, store, dataset, int(match["index"]), body, sha256, user)
+            try:
+                status, answer = await asyncio.wrap_future(work)
+            except NoAccessError:
+                return await replay()
+            except BaseException:
+                if not work.done():  # cancelled: the buffer goes back once the thread is done
+                    thread_holds = True
+                    loop = asyncio.get_running_loop()
+                    work.add_done_callback(lambda _: _give_back_from_thread(loop, buffer))
+                raise
+            return await _answer(send, status, answer)
+        finally:
+            if not thread_holds:
+                _bodies.give(buffer)
+
+
+def _give_back_from_thread(loop, buffer: bytearray) -> None:
+    try:
+        loop.call_soon_threadsafe(_bodies.give, buffer)
+    except RuntimeError:  # the loop is closed (shutting down): nothing to keep it for
+        pass
+
+
+async def _answer(send, status: int, answer: dict) -> None:
+    payload = json.dumps(answer).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"cache-control", b"private, no-store"),
+        (b"vary", b"Accept, Authorization"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

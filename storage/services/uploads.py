@@ -194,11 +194,19 @@ def _require_uploading(dataset: Dataset) -> None:
 
 
 def put_chunk(
-    dataset: Dataset, index, data: bytes, sha256, *, key: bytes | None = None, writer=None
+    dataset: Dataset,
+    index,
+    data: bytes | memoryview,
+    sha256,
+    *,
+    key: bytes | None = None,
+    writer=None,
+    buffers: chunkstore.ChunkBuffers | None = None,
 ) -> Chunk:
     """Check, encrypt and store chunk `index`; sending a chunk again replaces it. With `writer`,
     that user's write grant is checked under the same lock (the chunk path in front of Django
-    relies on it)."""
+    relies on it). `buffers`: the calling thread's, to encrypt into without a new object per
+    chunk."""
     _require_uploading(dataset)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < dataset.chunk_count:
         raise StorageError(
@@ -206,7 +214,11 @@ def put_chunk(
         )
     digest = verify_chunk(index, data, sha256, dataset.chunk_length(index))
     data_key = upload_key(dataset, key)
-    nonce, ciphertext = crypto.encrypt_chunk(data_key, dataset.mnemonic, index, data)
+    if buffers is None:
+        nonce, ciphertext = crypto.encrypt_chunk(data_key, dataset.mnemonic, index, data)
+    else:
+        ciphertext = buffers.get("ciphertext", len(data) + crypto.TAG_BYTES)
+        nonce = crypto.encrypt_chunk_into(data_key, dataset.mnemonic, index, data, ciphertext)
     chunk = Chunk(
         dataset=dataset,
         generation=dataset.generation,

@@ -202,3 +202,141 @@ def test_a_dataset_removed_while_its_details_are_cached_is_a_clear_404(app, uplo
     Dataset.objects.filter(pk=uploading.pk).delete()  # e.g. by an administrator
     gone = send(app, uploading.mnemonic, 1, pieces(DATA)[1], owner)
     assert status_and_code(gone) == (404, "not_found")
+
+
+def chunk_scope(mnemonic: str, index: int, body: bytes, token: str) -> dict:
+    headers = [
+        ("host", "testserver"),
+        ("content-length", str(len(body))),
+        ("x-content-sha256", sha(body)),
+        ("authorization", f"Bearer {token}"),
+    ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "PUT",
+        "scheme": "http",
+        "path": f"/api/v1/datasets/{mnemonic}/chunks/{index}/",
+        "raw_path": f"/api/v1/datasets/{mnemonic}/chunks/{index}/".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+    }
+
+
+async def put_in_pieces(app, scope: dict, body: bytes, parts: int = 7, disconnect_after: int | None = None):
+    """Send `body` as an HTTP server does, in several messages, letting other requests run between
+    them; the response's (status, body). `disconnect_after`: the client goes away after that many."""
+    import asyncio
+
+    size = -(-len(body) // parts)
+    messages = [body[i : i + size] for i in range(0, len(body), size)]
+    sent = 0
+    answer = {}
+
+    async def receive():
+        nonlocal sent
+        await asyncio.sleep(0)
+        if disconnect_after is not None and sent >= disconnect_after:
+            return {"type": "http.disconnect"}
+        sent += 1
+        return {"type": "http.request", "body": messages[sent - 1], "more_body": sent < len(messages)}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        else:
+            answer["body"] = answer.get("body", b"") + message.get("body", b"")
+
+    await app(scope, receive, send)
+    return answer.get("status"), answer.get("body")
+
+
+def test_bodies_in_pieces_side_by_side_are_stored_as_sent(app, uploading, keyed, api, private_keys):
+    """Bodies are received into kept buffers: chunks arriving in pieces at the same time, then again
+    in reverse with other buffers taken, are each stored as sent (the last one is shorter than the
+    buffer it gets); a client gone halfway stores nothing."""
+    import asyncio
+
+    owner = token_of(keyed["owner"])
+    chunks = pieces(DATA)
+    first = chunks[:2] + [chunks[2][:-5] + b"xxxxx"]  # the last chunk first sent with other bytes
+
+    async def all_at_once(bodies, order):
+        return await asyncio.gather(
+            *(
+                put_in_pieces(app, chunk_scope(uploading.mnemonic, i, bodies[i], owner), bodies[i])
+                for i in order
+            )
+        )
+
+    assert [s for s, _ in async_to_sync(all_at_once)(first, [0, 1, 2])] == [200, 200, 200]
+    assert [s for s, _ in async_to_sync(all_at_once)(chunks, [2, 1, 0])] == [200, 200, 200]
+    gone = async_to_sync(put_in_pieces)(
+        app, chunk_scope(uploading.mnemonic, 0, chunks[1], owner), chunks[1], disconnect_after=3
+    )
+    assert gone == (None, None)
+    assert sorted(app.taken) == [0, 0, 1, 1, 2, 2]  # all by the fast path, none after the client left
+    assert {c.index: c.sha256 for c in Chunk.objects.filter(dataset=uploading)} == {
+        i: sha(c) for i, c in enumerate(chunks)
+    }
+    client = api("owner")
+    assert client.post(f"/api/v1/datasets/{uploading.mnemonic}/finish/", {}, format="json").status_code == 200
+    key = unwrap(client, uploading.mnemonic, private_keys["owner"])
+    content = client.get(f"/api/v1/datasets/{uploading.mnemonic}/content/", headers=key_header(key))
+    assert b"".join(content.streaming_content) == DATA
+
+
+def test_a_cancelled_request_keeps_its_buffer_until_the_chunk_is_stored(app, uploading, keyed, monkeypatch):
+    """The thread storing a chunk reads the request's buffer: a request cancelled meanwhile (the
+    server shutting down) gives it back for the next request only once that thread is done."""
+    import asyncio
+    import threading
+
+    owner = token_of(keyed["owner"])
+    piece = pieces(DATA)[0]
+    storing, release = threading.Event(), threading.Event()
+    store = chunkserver.store
+
+    def slow_store(*args):
+        storing.set()
+        assert release.wait(30)
+        return store(*args)
+
+    monkeypatch.setattr(chunkserver, "store", slow_store)
+    monkeypatch.setattr(chunkserver, "_bodies", chunkserver.BodyBuffers(keep_bytes=1024 * 1024))
+
+    async def cancel_then_finish():
+        loop = asyncio.get_running_loop()
+        request = asyncio.ensure_future(
+            put_in_pieces(app, chunk_scope(uploading.mnemonic, 0, piece, owner), piece)
+        )
+        assert await loop.run_in_executor(None, storing.wait, 30)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        kept_while_storing = len(chunkserver._bodies._free)
+        release.set()
+        for _ in range(500):
+            if chunkserver._bodies._free:
+                break
+            await asyncio.sleep(0.01)
+        return kept_while_storing, len(chunkserver._bodies._free)
+
+    assert async_to_sync(cancel_then_finish)() == (0, 1)
+    assert Chunk.objects.get(dataset=uploading, index=0).sha256 == sha(piece)
+
+
+def test_body_buffers_are_reused_up_to_their_limit():
+    buffers = chunkserver.BodyBuffers(keep_bytes=300)
+    first, second = buffers.take(100), buffers.take(200)
+    assert len(first) == 100 and len(second) == 200
+    buffers.give(first)
+    buffers.give(second)
+    buffers.give(bytearray(50))  # over the limit: let go
+    assert buffers.take(150) is second  # the first one large enough
+    assert buffers.take(80) is first
+    assert len(buffers.take(80)) == 80  # none left: a new one
