@@ -340,3 +340,15 @@ def test_body_buffers_are_reused_up_to_their_limit():
     assert buffers.take(150) is second  # the first one large enough
     assert buffers.take(80) is first
     assert len(buffers.take(80)) == 80  # none left: a new one
+
+
+def test_an_empty_file_is_one_empty_chunk_on_the_fast_path(app, keyed, api, private_keys):
+    client = api("owner")
+    mnemonic = start(client, b"").json()["mnemonic"]
+    sent = send(app, mnemonic, 0, b"", token_of(keyed["owner"]))
+    assert sent["status"] == 200, sent["body"][:200]
+    assert app.taken == [0]
+    assert client.post(f"/api/v1/datasets/{mnemonic}/finish/", {}, format="json").status_code == 200
+    key = unwrap(client, mnemonic, private_keys["owner"])
+    content = client.get(f"/api/v1/datasets/{mnemonic}/content/", headers=key_header(key))
+    assert b"".join(content.streaming_content) == b""
