@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -228,35 +229,59 @@ def put_chunk(
         nonce=nonce,
         sha256=digest.hex(),
     )
-    # Two round trips to the database, through psycopg's pipeline: the dataset locked and the
-    # grant checked, then (once the file is in place) the row written and committed.
+    # Two queries, one round trip each: the transaction begun, the dataset locked and the grant
+    # checked; then (once the file is in place) the row written and the transaction committed.
+    # A share lock: chunks arrive side by side, but finishing (FOR UPDATE) waits for those in
+    # flight, and a chunk arriving after the finish is refused. The commit does not wait for the
+    # database's log to be flushed (see `lazy_commit`).
     connection.ensure_connection()
     raw = connection.connection
-    with raw.pipeline(), raw.transaction(), raw.cursor() as cursor:
-        # A share lock: chunks arrive side by side, but finishing (FOR UPDATE) waits for those in
-        # flight, and a chunk arriving after the finish is refused. The commit does not wait for
-        # the database's log to be flushed (see `lazy_commit`).
-        cursor.execute(
-            _LOCK_FOR_CHUNK, [writer.pk if writer is not None else None, GrantLevel.WRITE, dataset.pk]
-        )
-        row = cursor.fetchone()
-        if row is None:
-            raise StorageError(f"{dataset.mnemonic} no longer exists.", code="not_found", status=404)
-        _, state, may_write = row
-        if writer is not None and not may_write:
-            raise NoAccessError(
-                f"You have no write access to the data of {dataset.mnemonic}; ask its owner to share it."
+    begin, commit, rollback = _chunk_transaction(raw)
+    with raw.cursor() as cursor:
+        try:
+            cursor.execute(
+                f"{begin}; {_LOCK_FOR_CHUNK}",
+                [writer.pk if writer is not None else None, GrantLevel.WRITE, dataset.pk],
             )
-        if state != DatasetState.UPLOADING:
-            raise ConflictError(f"{dataset.mnemonic} is not uploading any more.")
-        # Flushed to disk at finish, all at once (`finish_upload` checks and syncs every file).
-        chunkstore.write_chunk(dataset, index, ciphertext, durable=False)
-        # A chunk sent again (or twice at once) replaces the row; the later write stands.
-        cursor.execute(
-            _UPSERT_CHUNK,
-            [dataset.pk, chunk.generation, index, chunk.size, chunk.stored_size, nonce, chunk.sha256],
-        )
+            cursor.nextset()
+            row = cursor.fetchone()
+            if row is None:
+                raise StorageError(f"{dataset.mnemonic} no longer exists.", code="not_found", status=404)
+            _, state, may_write = row
+            if writer is not None and not may_write:
+                raise NoAccessError(
+                    f"You have no write access to the data of {dataset.mnemonic}; ask its owner to share it."
+                )
+            if state != DatasetState.UPLOADING:
+                raise ConflictError(f"{dataset.mnemonic} is not uploading any more.")
+            # Flushed to disk at finish, all at once (`finish_upload` checks and syncs every file).
+            chunkstore.write_chunk(dataset, index, ciphertext, durable=False)
+            # A chunk sent again (or twice at once) replaces the row; the later write stands.
+            cursor.execute(
+                f"{_UPSERT_CHUNK}; {commit}",
+                [dataset.pk, chunk.generation, index, chunk.size, chunk.stored_size, nonce, chunk.sha256],
+            )
+        except BaseException:
+            try:
+                cursor.execute(rollback)
+            except psycopg.Error:  # the connection broke: the server ended the transaction itself
+                pass
+            raise
     return chunk
+
+
+def _chunk_transaction(raw) -> tuple[str, str, str]:
+    """(begin, commit, rollback) for putting a chunk on the psycopg connection `raw`: a transaction
+    of its own where none is open (the chunk path in front of Django), otherwise a savepoint in the
+    caller's (a view or test inside `transaction.atomic`). Sent as text with the queries, so the
+    whole put takes two round trips (psycopg's own transaction blocks take more)."""
+    if raw.autocommit and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return "BEGIN", "COMMIT", "ROLLBACK"
+    return (
+        "SAVEPOINT put_chunk",
+        "RELEASE SAVEPOINT put_chunk",
+        "ROLLBACK TO SAVEPOINT put_chunk; RELEASE SAVEPOINT put_chunk",
+    )
 
 
 _LOCK_FOR_CHUNK = (

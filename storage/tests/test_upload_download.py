@@ -324,3 +324,27 @@ def test_a_chunk_arriving_after_the_finish_is_refused(keyed, api):
         uploads.put_chunk(seen_while_uploading, 1, part, sha(part))
     after = Chunk.objects.get(dataset__mnemonic=mnemonic, index=1)
     assert bytes(after.nonce) == bytes(before.nonce) and chunk_file.read_bytes() == stored_bytes  # untouched
+
+
+def test_a_chunk_put_inside_a_callers_transaction_stays_part_of_it(keyed, api):
+    """Inside a caller's transaction a chunk is put in a savepoint: a refusal after the lock leaves
+    the caller's transaction usable, and a chunk put stands or falls with the caller's commit."""
+    from django.db import transaction
+
+    from storage.services import uploads
+    from storage.services.errors import ConflictError
+
+    data = bytes(range(256)) * (2 * CHUNK // 256)
+    dataset = Dataset.objects.get(mnemonic=start(api("owner"), data).json()["mnemonic"])
+    first, second = pieces(data)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        uploads.put_chunk(dataset, 0, first, sha(first))
+        assert Chunk.objects.filter(dataset=dataset).count() == 1
+        raise RuntimeError("the caller gives up")
+    assert not Chunk.objects.filter(dataset=dataset).exists()  # not committed on its own
+    with transaction.atomic():
+        Dataset.objects.filter(pk=dataset.pk).update(state=DatasetState.AVAILABLE)
+        with pytest.raises(ConflictError):  # seen under the lock: the object still says uploading
+            uploads.put_chunk(dataset, 1, second, sha(second))
+        assert Dataset.objects.get(pk=dataset.pk).state == DatasetState.AVAILABLE  # still usable
+        assert not Chunk.objects.filter(dataset=dataset).exists()
