@@ -237,7 +237,7 @@ def decrypt_chunk(key: bytes, dataset_id: str, index: int, nonce: bytes, ciphert
     if len(ciphertext) < TAG_BYTES:
         raise ChunkIntegrityError(index, f"chunk {index}: shorter than its {TAG_BYTES}-byte tag")
     try:
-        return AESGCM(bytes(key)).decrypt(bytes(nonce), bytes(ciphertext), aad)
+        return AESGCM(bytes(key)).decrypt(bytes(nonce), ciphertext, aad)
     except InvalidTag:
         raise _tag_failure(dataset_id, index) from None
 

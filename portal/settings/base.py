@@ -309,6 +309,9 @@ STORAGE_REKEY_GRACE_SECONDS = env.int("PORTAL_STORAGE_REKEY_GRACE_SECONDS", defa
 # Upload chunks are taken in front of Django (storage/chunkserver.py), which keeps who sent them
 # (token or session) and the upload's details this long: a revoked token stops within it.
 STORAGE_CHUNK_AUTH_CACHE_SECONDS = env.float("PORTAL_STORAGE_CHUNK_AUTH_SECONDS", default=5.0)
+# Chunk files move between the servers' buffers and the disk directly (O_DIRECT), not through the
+# page cache, where the file system allows it (storage/services/chunkstore.py).
+STORAGE_DIRECT_IO = env.bool("PORTAL_STORAGE_DIRECT_IO", default=True)
 # Seals upload keys and keys handed to workers; derived from SECRET_KEY when empty.
 PORTAL_SEALING_KEY = env.str("PORTAL_SEALING_KEY", default="")
 # Request bodies up to this size stay in memory: a plaintext chunk must never spool to a temp file.

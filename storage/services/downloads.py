@@ -84,6 +84,7 @@ def decrypt_stored_chunk(
     *,
     check_hash: bool = True,
     buffers: chunkstore.ChunkBuffers | None = None,
+    streaming: bool = False,
 ) -> bytes | memoryview:
     """Read, authenticate and hash-check one stored chunk; `IntegrityFailureError` naming it otherwise.
 
@@ -91,13 +92,22 @@ def decrypt_stored_chunk(
     this key; `check_hash` also compares the plaintext with the SHA-256 recorded at upload (re-key
     and scrub do; downloads rely on the tag, and clients check the dataset hash end to end).
     With `buffers`, the chunk is read and decrypted into them and the plaintext is a view of
-    them, valid until the next chunk."""
+    them, valid until the next chunk; without, the plaintext is a new object. `streaming`: see
+    `chunkstore.read_chunk_into`."""
+    if buffers is None:  # the file read into a lent buffer
+        with chunkstore.lent.lend(chunk.stored_size + 1) as stored:
+            return _decrypt_stored(dataset, chunk, key, check_hash, stored, None, streaming)
+    stored = buffers.get("stored", chunk.stored_size + 1)
+    return _decrypt_stored(dataset, chunk, key, check_hash, stored, buffers, streaming)
+
+
+def _decrypt_stored(dataset, chunk, key, check_hash, stored, buffers, streaming) -> bytes | memoryview:
+    """`decrypt_stored_chunk`, its file read into `stored` (one byte more than the recorded size:
+    a longer file shows)."""
     try:
-        if buffers is None:
-            ciphertext = chunkstore.read_chunk(dataset, chunk.index, chunk.generation)
-        else:
-            stored = buffers.get("stored", chunk.stored_size + 1)  # one more: a longer file shows
-            ciphertext = chunkstore.read_chunk_into(dataset, chunk.index, chunk.generation, stored)
+        ciphertext = chunkstore.read_chunk_into(
+            dataset, chunk.index, chunk.generation, stored, streaming=streaming
+        )
     except FileNotFoundError:
         raise IntegrityFailureError(dataset, chunk.index, "its file is missing") from None
     if len(ciphertext) != chunk.stored_size:
@@ -139,11 +149,18 @@ def plaintext(dataset: Dataset, key: bytes, byte_range: ByteRange | None = None)
     )
     if [c.index for c in chunks] != list(range(first, last + 1)):
         raise IntegrityFailureError(dataset, first, "chunks are missing from the chunk table")
-    head = decrypt_stored_chunk(dataset, chunks[0], key, check_hash=False)
+
+    def read(position: int) -> bytes:
+        """Chunk `position` decrypted, once the disk was asked for the next one."""
+        if position + 1 < len(chunks):
+            chunkstore.read_ahead(dataset, chunks[position + 1].index, chunks[position + 1].generation)
+        return decrypt_stored_chunk(dataset, chunks[position], key, check_hash=False, streaming=True)
+
+    head = read(0)
 
     def pieces() -> Iterator[bytes]:
         for position, chunk in enumerate(chunks):
-            data = head if position == 0 else decrypt_stored_chunk(dataset, chunk, key, check_hash=False)
+            data = head if position == 0 else read(position)
             offset = chunk.index * dataset.chunk_size
             lo, hi = max(start - offset, 0), min(end - offset + 1, len(data))
             yield data[lo:hi] if (lo, hi) != (0, len(data)) else data
