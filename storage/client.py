@@ -100,7 +100,7 @@ class Progress:
         self.quiet = quiet
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.started = time.monotonic()
-        self._drawn = 0.0
+        self._drawn = float("-inf")  # the first advance draws (monotonic time starts near 0 at boot)
         self._tenth = -1
 
     def advance(self, count: int, *, note: str = "") -> None:

@@ -264,8 +264,10 @@ class JobProgress:
         self.job = job
         self.min_interval = min_interval
         self.cancel_check_interval = cancel_check_interval
-        self._last_publish = 0.0
-        self._last_cancel_check = 0.0
+        # Never: the first call publishes and checks (time.monotonic() starts near 0 at boot, so
+        # 0.0 would hold back a machine's first calls for `min_interval` after it started).
+        self._last_publish = float("-inf")
+        self._last_cancel_check = float("-inf")
 
     def __call__(self, fraction: float | None = None, message: str | None = None) -> None:
         self.check_cancelled()

@@ -55,6 +55,21 @@ def test_a_point_also_saves_the_progress_the_throttle_held_back(running, publish
     assert published[-1][1]["job"]["message"] == "Epoch 1 of 2: loss 0.690"
 
 
+def test_the_first_progress_is_published_on_a_machine_started_moments_ago(running, published, monkeypatch):
+    """time.monotonic() counts from boot: a worker started 5 s ago must not hold back its first
+    progress (or its first cancel check) for the throttle's interval."""
+    import types
+
+    monkeypatch.setattr(job_service, "time", types.SimpleNamespace(monotonic=lambda: 5.0))
+    Job.objects.filter(pk=running.pk).update(cancel_requested=True)
+    progress = JobProgress(running, min_interval=3600, cancel_check_interval=3600)
+    with pytest.raises(job_service.JobCancelled):
+        progress(0.1, "Epoch 0")
+    Job.objects.filter(pk=running.pk).update(cancel_requested=False)
+    JobProgress(running, min_interval=3600)(0.1, "Epoch 0")
+    assert [message["job"]["message"] for _, message in published] == ["Epoch 0"]
+
+
 def test_points_are_stored_as_json_the_database_takes(running, published):
     numpy = pytest.importorskip("numpy")
     JobProgress(running).record(
