@@ -37,6 +37,9 @@ from storage.recovery import chunk_file_name
 # Direct I/O moves whole blocks between block-aligned memory and block-aligned file offsets; 4 KiB
 # covers the disks' logical blocks (512 B or 4 KiB) and the memory alignment they ask for.
 BLOCK = 4096
+# Linux's; other systems (macOS, for development) have neither, and use the page cache.
+O_DIRECT = getattr(os, "O_DIRECT", 0)
+_ADVISE = hasattr(os, "posix_fadvise")
 
 
 def generation_dir(dataset, generation: int | None = None) -> Path:
@@ -85,7 +88,7 @@ def write_file(path: Path, data: bytes | memoryview, *, durable: bool) -> None:
 
 
 def direct_io() -> bool:
-    return bool(getattr(settings, "STORAGE_DIRECT_IO", True))
+    return bool(O_DIRECT) and bool(getattr(settings, "STORAGE_DIRECT_IO", True))
 
 
 def _address(view: memoryview) -> int | None:
@@ -108,7 +111,7 @@ class _Direct:
 
     def __enter__(self) -> _Direct:
         try:
-            fcntl.fcntl(self.fd, fcntl.F_SETFL, self.flags | os.O_DIRECT)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, self.flags | O_DIRECT)
             self.on = True
         except OSError as exc:
             if exc.errno != errno.EINVAL:
@@ -245,7 +248,7 @@ def read_chunk_into(
             count = 0
             while count < len(buffer) and (got := handle.readinto(buffer[count:])):
                 count += got
-            if streaming and direct_io():
+            if streaming and direct_io() and _ADVISE:
                 os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     return buffer[:count]
 
@@ -254,6 +257,8 @@ def read_ahead(dataset, index: int, generation: int | None = None) -> None:
     """Have the kernel start reading a chunk file into the page cache now, for a reader that
     will want it next (`read_chunk_into(..., streaming=True)`): the disk reads it while the
     reader decrypts and sends the one before. A missing file is left to that read to report."""
+    if not _ADVISE:
+        return
     try:
         fd = os.open(chunk_path(dataset, index, generation), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
