@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from portal import asgi_auth
+from storage.services import chunkstore
 
 CHUNK_PATH = re.compile(r"^/api/v1/datasets/(?P<mnemonic>[a-z]+_[a-z]+_[a-z]+)/chunks/(?P<index>\d{1,9})/$")
 # Chunks are hashed, encrypted and written off the event loop, two at once (hashing, AES-GCM and
@@ -60,27 +61,9 @@ def clear_caches() -> None:
     _datasets.clear()
 
 
-class BodyBuffers:
-    """Buffers that request bodies are received into, kept for the next requests: taken and given
-    back on the event loop only. At most `keep_bytes` are kept (a few default chunks); a busier
-    moment allocates more and lets them go."""
-
-    def __init__(self, keep_bytes: int) -> None:
-        self.keep_bytes = keep_bytes
-        self._free: list[bytearray] = []
-
-    def take(self, size: int) -> bytearray:
-        for position, buffer in enumerate(self._free):
-            if len(buffer) >= size:
-                return self._free.pop(position)
-        return bytearray(size)
-
-    def give(self, buffer: bytearray) -> None:
-        if sum(map(len, self._free)) + len(buffer) <= self.keep_bytes:
-            self._free.append(buffer)
-
-
-_bodies = BodyBuffers(keep_bytes=16 * 1024 * 1024)
+# Request bodies are received into kept buffers: taken and given back on the event loop, or by
+# the storing thread once done when the request was cancelled meanwhile.
+_bodies = chunkstore.KeptBuffers(keep_bytes=16 * 1024 * 1024)
 
 
 def _with_database(func, *args):
@@ -132,7 +115,7 @@ def load_dataset(user, mnemonic: str):
 def store(dataset, index: int, data, sha256: str, user) -> tuple[int, dict]:
     """(status, JSON body) of putting one chunk: the view's answer for the same request."""
     from storage.api.serializers import chunk_data
-    from storage.services import chunkstore, uploads
+    from storage.services import uploads
     from storage.services.errors import KeyNeededError, NoAccessError, StorageError
 
     buffers = getattr(_per_thread, "buffers", None)
@@ -235,20 +218,12 @@ class ChunkServer:
             except BaseException:
                 if not work.done():  # cancelled: the buffer goes back once the thread is done
                     thread_holds = True
-                    loop = asyncio.get_running_loop()
-                    work.add_done_callback(lambda _: _give_back_from_thread(loop, buffer))
+                    work.add_done_callback(lambda _: _bodies.give(buffer))
                 raise
             return await _answer(send, status, answer)
         finally:
             if not thread_holds:
                 _bodies.give(buffer)
-
-
-def _give_back_from_thread(loop, buffer: bytearray) -> None:
-    try:
-        loop.call_soon_threadsafe(_bodies.give, buffer)
-    except RuntimeError:  # the loop is closed (shutting down): nothing to keep it for
-        pass
 
 
 async def _answer(send, status: int, answer: dict) -> None:

@@ -189,10 +189,16 @@ def read_chunk(dataset, index: int, generation: int | None = None) -> bytes:
         return handle.read()
 
 
+def aligned_buffer(size: int) -> mmap.mmap:
+    """Page-aligned memory of whole blocks, at least `size` bytes: chunk files move to and from it
+    directly."""
+    return mmap.mmap(-1, max(BLOCK, _round_up(size)))
+
+
 class ChunkBuffers:
     """Buffers one thread keeps while it works through many chunks (read, decrypted, encrypted),
     so that no chunk-sized object is made per chunk (fresh 2 MiB objects cost page faults). Each
-    is page-aligned memory of whole blocks, so chunk files move to and from it directly."""
+    is an `aligned_buffer`."""
 
     def __init__(self) -> None:
         self._buffers: dict[str, mmap.mmap] = {}
@@ -200,36 +206,45 @@ class ChunkBuffers:
     def get(self, name: str, size: int) -> memoryview:
         buffer = self._buffers.get(name)
         if buffer is None or len(buffer) < size:
-            buffer = self._buffers[name] = mmap.mmap(-1, max(BLOCK, _round_up(size)))
+            buffer = self._buffers[name] = aligned_buffer(size)
         return memoryview(buffer)[:size]
 
 
-class LentBuffers:
-    """Buffers like `ChunkBuffers`'s, lent to any thread for one chunk at a time (`lend`), for
-    callers that keep no buffers of their own (a download's pieces are read by whichever thread
-    serves them). Up to `keep_bytes` of them are kept for the next chunks."""
+class KeptBuffers:
+    """Buffers taken for one chunk at a time and given back, by any thread, for callers that keep
+    none of their own (request bodies, a download's pieces read by whichever thread serves them).
+    Up to `keep_bytes` of them are kept for the next chunks; a busier moment makes more (with
+    `make`) and lets them go."""
 
-    def __init__(self, keep_bytes: int) -> None:
+    def __init__(self, keep_bytes: int, make=bytearray) -> None:
         self.keep_bytes = keep_bytes
-        self._free: list[mmap.mmap] = []
+        self.make = make
+        self._free: list = []
         self._lock = threading.Lock()
+
+    def take(self, size: int):
+        with self._lock:
+            for position, buffer in enumerate(self._free):
+                if len(buffer) >= size:
+                    return self._free.pop(position)
+        return self.make(size)
+
+    def give(self, buffer) -> None:
+        with self._lock:
+            if sum(map(len, self._free)) + len(buffer) <= self.keep_bytes:
+                self._free.append(buffer)
 
     @contextmanager
     def lend(self, size: int) -> Iterator[memoryview]:
-        with self._lock:
-            found = next((b for b in self._free if len(b) >= size), None)
-            if found is not None:
-                self._free.remove(found)
-        buffer = found if found is not None else mmap.mmap(-1, max(BLOCK, _round_up(size)))
+        buffer = self.take(size)
         try:
             yield memoryview(buffer)[:size]
         finally:
-            with self._lock:
-                if sum(map(len, self._free)) + len(buffer) <= self.keep_bytes:
-                    self._free.append(buffer)
+            self.give(buffer)
 
 
-lent = LentBuffers(keep_bytes=16 * 1024 * 1024)
+# Aligned buffers lent for reading chunk files (`downloads.decrypt_stored_chunk`).
+lent = KeptBuffers(keep_bytes=16 * 1024 * 1024, make=aligned_buffer)
 
 
 def read_chunk_into(

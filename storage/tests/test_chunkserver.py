@@ -14,6 +14,7 @@ from django.utils import timezone
 from portal.services.tokens import create_api_token
 from storage import chunkserver
 from storage.models import Chunk, Dataset, DatasetState, Grant, GrantLevel
+from storage.services import chunkstore
 from storage.tests.helpers import CHUNK, key_header, pieces, put, sha, start, unwrap
 
 # The chunk path works in threads of its own, with connections of their own: they see only
@@ -307,7 +308,7 @@ def test_a_cancelled_request_keeps_its_buffer_until_the_chunk_is_stored(app, upl
         return store(*args)
 
     monkeypatch.setattr(chunkserver, "store", slow_store)
-    monkeypatch.setattr(chunkserver, "_bodies", chunkserver.BodyBuffers(keep_bytes=1024 * 1024))
+    monkeypatch.setattr(chunkserver, "_bodies", chunkstore.KeptBuffers(keep_bytes=1024 * 1024))
 
     async def cancel_then_finish():
         loop = asyncio.get_running_loop()
@@ -331,7 +332,7 @@ def test_a_cancelled_request_keeps_its_buffer_until_the_chunk_is_stored(app, upl
 
 
 def test_body_buffers_are_reused_up_to_their_limit():
-    buffers = chunkserver.BodyBuffers(keep_bytes=300)
+    buffers = chunkstore.KeptBuffers(keep_bytes=300)
     first, second = buffers.take(100), buffers.take(200)
     assert len(first) == 100 and len(second) == 200
     buffers.give(first)

@@ -181,7 +181,7 @@ def test_a_failed_write_leaves_no_temporary_file(place, monkeypatch):
 
 
 def test_lent_buffers_are_kept_up_to_their_limit_and_lent_to_one_thread_at_a_time():
-    pool = chunkstore.LentBuffers(keep_bytes=2 * 8192)
+    pool = chunkstore.KeptBuffers(keep_bytes=2 * 8192, make=chunkstore.aligned_buffer)
     with pool.lend(5000) as first:
         assert len(first) == 5000
         with pool.lend(5000) as second:
