@@ -15,11 +15,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from portal.embedded import DEFAULT_STATE_ROOT, REPO_ROOT, EmbeddedStack
+from portal.httpserver import PROTOCOL as HTTP_PROTOCOL
 
 _stack: EmbeddedStack | None = None
 
@@ -165,7 +168,7 @@ def start_asgi_server(env: dict[str, str], log_dir: Path, name: str = "web",
     port = port or free_port()
     server = ManagedProcess(name, [
         sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", host,
-        "--port", str(port), "--lifespan", "off", "--log-level", "warning",
+        "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--http", HTTP_PROTOCOL,
     ], env, log_dir).start()
     base = f"http://{host}:{port}"
     deadline = time.monotonic() + 60
@@ -179,6 +182,30 @@ def start_asgi_server(env: dict[str, str], log_dir: Path, name: str = "web",
             time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"ASGI server did not start:\n{server.output()}")
+
+
+@contextmanager
+def uvicorn_in_thread(app, **config) -> Iterator[int]:
+    """`app` served by uvicorn with the portal's HTTP protocol in a thread of this process (so a
+    test's stand-ins are what it runs); yields the port. `config`: more of `uvicorn.Config`."""
+    import threading
+
+    import uvicorn
+
+    options = {"http": HTTP_PROTOCOL, "lifespan": "off", "log_level": "warning", **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (server.started and server.servers):
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 @pytest.fixture(scope="session")

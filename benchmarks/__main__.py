@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+from portal.httpserver import PROTOCOL as HTTP_PROTOCOL
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("PORTAL_BENCH_STATE", ROOT / ".portal" / "bench"))
 
@@ -236,6 +238,8 @@ def main() -> int:
                 "-m",
                 "uvicorn",
                 "portal.asgi:application",
+                "--http",
+                HTTP_PROTOCOL,
                 "--port",
                 port,
                 "--log-level",

@@ -38,6 +38,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from portal.httpserver import PROTOCOL as HTTP_PROTOCOL
+
 FULL = {"ingest": 2000, "series": 1000, "studies": 10_000, "repeats": 20, "metadata_repeats": 7}
 QUICK = {"ingest": 400, "series": 200, "studies": 2_000, "repeats": 8, "metadata_repeats": 3}
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
@@ -333,6 +335,8 @@ def bench_imaging(quick: bool = False, *, log=print) -> tuple[list[tuple[str, fl
                 "-m",
                 "uvicorn",
                 "portal.asgi:application",
+                "--http",
+                HTTP_PROTOCOL,
                 "--port",
                 str(port),
                 "--workers",

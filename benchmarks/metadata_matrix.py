@@ -33,6 +33,8 @@ import sys
 import time
 from contextlib import contextmanager
 
+from portal.httpserver import PROTOCOL as HTTP_PROTOCOL
+
 GENERATOR_VERSION = 2
 TYPES = ["text", "integer", "decimal", "date", "boolean", "choice"]
 FULL = {"rows": 10_000, "columns": 100, "batches": 400, "runs": 9, "naive_runs": 3}
@@ -591,6 +593,8 @@ def main() -> int:
             "-m",
             "uvicorn",
             "portal.asgi:application",
+            "--http",
+            HTTP_PROTOCOL,
             "--port",
             port,
             "--log-level",

@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from portal.httpserver import PROTOCOL as HTTP_PROTOCOL
+
 FULL = {"side": 32768, "requests_seconds": 15, "regions": 400}
 QUICK = {"side": 8192, "requests_seconds": 5, "regions": 150}
 
@@ -242,6 +244,8 @@ def bench_pathology(
                 "-m",
                 "uvicorn",
                 "portal.asgi:application",
+                "--http",
+                HTTP_PROTOCOL,
                 "--port",
                 str(port_portal),
                 "--workers",

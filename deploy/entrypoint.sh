@@ -13,6 +13,7 @@ role="${1:-web}"
 case "$role" in
   web)
     exec python -m uvicorn portal.asgi:application \
+      --http portal.httpserver:HttpProtocol \
       --host 0.0.0.0 --port "${PORTAL_PORT:-8000}" \
       --workers "${PORTAL_WEB_WORKERS:-2}" \
       --proxy-headers --forwarded-allow-ips "${PORTAL_FORWARDED_ALLOW_IPS:-*}" \

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from portal.embedded import DEFAULT_STATE_ROOT, REPO_ROOT, EmbeddedStack
+from portal.httpserver import PROTOCOL as HTTP_PROTOCOL
 
 DEMO_USERS = (("admin", "admin-demo-password", "administrator"),
               ("researcher", "researcher-demo-password", "researcher"))
@@ -91,7 +92,7 @@ def run() -> int:
         ))
         processes.append(subprocess.Popen(
             _python("-m", "uvicorn", "portal.asgi:application", "--host", host, "--port", port,
-                    "--lifespan", "off"),
+                    "--lifespan", "off", "--http", HTTP_PROTOCOL),
             cwd=REPO_ROOT, start_new_session=True,
         ))
         url = f"http://{host}:{port}/"

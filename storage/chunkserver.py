@@ -15,7 +15,10 @@ the same service function:
   kept as long;
 - the body received into a kept buffer, so no chunk-sized object is made per request (a fresh
   2 MiB object costs a page fault per 4 KiB of it; on two cores the server's side of an upload
-  went from about 520 to 590 MB/s without them);
+  went from about 520 to 590 MB/s without them). Under the portal's HTTP protocol
+  (`portal.httpserver`) the body is claimed once the request's head is read and goes from the
+  socket straight into that buffer (`claim_chunk_body`); elsewhere it is copied in from
+  `receive()`;
 - `storage.services.uploads.put_chunk` in a thread: hash checked, encrypted into the thread's
   kept buffer, and – under a share lock of the dataset that checks the write grant again, in the
   same query – written and recorded.
@@ -35,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.db import close_old_connections
 
-from portal import asgi_auth
+from portal import asgi_auth, httpserver
 from storage.services import chunkstore
 
 CHUNK_PATH = re.compile(r"^/api/v1/datasets/(?P<mnemonic>[a-z]+_[a-z]+_[a-z]+)/chunks/(?P<index>\d{1,9})/$")
@@ -140,11 +143,21 @@ def _header(scope, wanted: bytes) -> bytes | None:
     return None
 
 
+def claim_chunk_body(scope, length: int) -> httpserver.BodyClaim | None:
+    """The portal's HTTP protocol asks this once a request's head is read: a chunk that this server
+    takes is received from the socket straight into a kept buffer (`portal.httpserver`)."""
+    if scope["method"] == "PUT" and CHUNK_PATH.match(scope["path"]) and ChunkServer._ours(scope):
+        return httpserver.BodyClaim(_bodies.take(length), length, _bodies.give)
+    return None
+
+
 class ChunkServer:
     """ASGI wrapper: token-authenticated chunk PUTs are taken here, everything else goes to `app`."""
 
     def __init__(self, app):
         self.app = app
+        # Only where this server reads them: a claimed body is never offered to `receive()`.
+        httpserver.claim_bodies(claim_chunk_body)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "PUT":
@@ -162,24 +175,27 @@ class ChunkServer:
 
     async def serve(self, scope, receive, send, match) -> None:
         length = int(_header(scope, b"content-length"))  # checked by `_ours`
-        buffer = _bodies.take(length)
+        claim = scope.get("extensions", {}).get(httpserver.EXTENSION)
+        buffer = _bodies.take(length) if claim is None else claim.buffer
+
+        def give_back(*_) -> None:
+            if claim is None:
+                _bodies.give(buffer)
+            else:
+                claim.release()
+
         thread_holds = False  # the thread storing the chunk still reads the buffer
         try:
-            body = memoryview(buffer)[:length]
-            received = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                piece = message.get("body", b"")
-                if received + len(piece) > length:  # the HTTP server lets no such body through
-                    too_long = {"detail": "The body is longer than its Content-Length.", "code": "invalid"}
-                    return await _answer(send, 400, too_long)
-                body[received : received + len(piece)] = piece
-                received += len(piece)
-                if not message.get("more_body"):
-                    break
-            body = body[:received]
+            if claim is not None:  # received by the HTTP protocol straight into the buffer
+                if not await claim.wait():
+                    return  # the client left before the whole body arrived
+                body = claim.body
+            else:
+                body = await _receive_into(receive, memoryview(buffer)[:length])
+                if body is None:
+                    return  # the client left
+                if isinstance(body, dict):  # the HTTP server lets no such body through
+                    return await _answer(send, 400, body)
 
             async def replay():
                 """Django's view answers: it reads the same body."""
@@ -218,12 +234,29 @@ class ChunkServer:
             except BaseException:
                 if not work.done():  # cancelled: the buffer goes back once the thread is done
                     thread_holds = True
-                    work.add_done_callback(lambda _: _bodies.give(buffer))
+                    work.add_done_callback(give_back)
                 raise
             return await _answer(send, status, answer)
         finally:
             if not thread_holds:
-                _bodies.give(buffer)
+                give_back()
+
+
+async def _receive_into(receive, body: memoryview):
+    """The body read with `receive()` into `body`: the part received, None if the client left,
+    or an error answer for a body longer than announced."""
+    received, length = 0, len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        piece = message.get("body", b"")
+        if received + len(piece) > length:
+            return {"detail": "The body is longer than its Content-Length.", "code": "invalid"}
+        body[received : received + len(piece)] = piece
+        received += len(piece)
+        if not message.get("more_body"):
+            return body[:received]
 
 
 async def _answer(send, status: int, answer: dict) -> None:

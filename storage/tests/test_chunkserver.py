@@ -1,16 +1,21 @@
 """Upload chunks taken in front of Django (`storage/chunkserver.py`): the same answers as the API
 view for every role and every refusal, the write grant checked with every chunk, and what it stores
-is what the view would store (the finished dataset downloads byte for byte)."""
+is what the view would store (the finished dataset downloads byte for byte). Each such test runs
+twice: calling the ASGI application as a server does, and through a real uvicorn server with the
+portal's HTTP protocol, which receives these bodies straight into the chunk server's buffers
+(`portal/httpserver.py`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import HttpCommunicator
 from django.utils import timezone
 
+from conftest import uvicorn_in_thread
 from portal.services.tokens import create_api_token
 from storage import chunkserver
 from storage.models import Chunk, Dataset, DatasetState, Grant, GrantLevel
@@ -41,6 +46,46 @@ def app(monkeypatch):
     application.taken = taken  # indexes of the chunks the fast path stored or refused itself
     yield application
     chunkserver.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def served(django_db_setup, django_db_blocker):
+    """The portal's application under uvicorn with the portal's HTTP protocol, in a thread of this
+    process (so the tests' stand-ins for `store` see what it does); its port."""
+    from portal.asgi import application
+
+    with django_db_blocker.unblock(), uvicorn_in_thread(application) as port:
+        yield port
+
+
+class Sender:
+    """`send` as the application is called by a server, or through uvicorn itself; `claims`: the
+    bodies the HTTP protocol received straight into the chunk server's buffers."""
+
+    def __init__(self, app, port: int | None):
+        self.app, self.port, self.claims = app, port, []
+
+    def __call__(self, *args, **kwargs):
+        if self.port is None:
+            return send(self.app, *args, **kwargs)
+        return send_http(self.port, *args, **kwargs)
+
+
+@pytest.fixture(params=["asgi", "uvicorn"])
+def sender(request, app, monkeypatch):
+    if request.param == "asgi":
+        return Sender(app, None)
+    from portal import httpserver
+
+    sender = Sender(app, request.getfixturevalue("served"))
+
+    class CountedClaim(httpserver.BodyClaim):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sender.claims.append(self)
+
+    monkeypatch.setattr(httpserver, "BodyClaim", CountedClaim)
+    return sender
 
 
 @pytest.fixture
@@ -84,6 +129,21 @@ def send(app, mnemonic, index, body, token=None, digest=None, extra=()):
     return async_to_sync(communicator.get_response)()
 
 
+def send_http(port, mnemonic, index, body, token=None, digest=None, extra=()):
+    """`send` through a real HTTP server on `port`."""
+    headers = {"Content-Type": "application/octet-stream", "X-Content-SHA256": digest or sha(body)}
+    headers.update(dict(extra))
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("PUT", f"/api/v1/datasets/{mnemonic}/chunks/{index}/", body=body, headers=headers)
+        response = connection.getresponse()
+        return {"status": response.status, "body": response.read()}
+    finally:
+        connection.close()
+
+
 def status_and_code(response) -> tuple[int, str | None]:
     import json
 
@@ -92,23 +152,26 @@ def status_and_code(response) -> tuple[int, str | None]:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_role_gets_the_views_answer(role, app, uploading, keyed, api):
+def test_every_role_gets_the_views_answer(sender, role, app, uploading, keyed, api):
     piece = pieces(DATA)[0]
     token = None if role == "anonymous" else token_of(keyed[role])
-    fast = send(app, uploading.mnemonic, 0, piece, token)
+    fast = sender(uploading.mnemonic, 0, piece, token)
     view = put(api(role), uploading.mnemonic, 0, piece)
     assert fast["status"] == view.status_code, (role, fast["body"][:200], view.content[:200])
     assert fast["status"] == {"anonymous": 401, "stranger": 404, "reader": 403, "admin": 403}.get(role, 200)
     # A bad chunk tells those who may not write nothing more than a good one.
-    bad = send(app, uploading.mnemonic, 1, piece[:-1], token)
+    bad = sender(uploading.mnemonic, 1, piece[:-1], token)
     assert bad["status"] == (400 if role in ("writer", "owner") else fast["status"]), bad["body"][:200]
+    if sender.port is not None:  # every request with a token, received into a kept buffer
+        received = [claim.received for claim in sender.claims]
+        assert received == ([] if token is None else [len(piece), len(piece) - 1])
     if role in ("writer", "owner"):
         assert app.taken == [0, 1]  # stored (and refused) by the fast path, not the view
         row = Chunk.objects.get(dataset=uploading, index=0)
         assert row.sha256 == sha(piece) and row.size == len(piece)
 
 
-def test_refusals_match_the_view_and_store_nothing(app, uploading, keyed, api):
+def test_refusals_match_the_view_and_store_nothing(sender, app, uploading, keyed, api):
     owner = token_of(keyed["owner"])
     piece = pieces(DATA)[1]
     cases = {
@@ -118,25 +181,25 @@ def test_refusals_match_the_view_and_store_nothing(app, uploading, keyed, api):
         "invalid_hash": dict(index=1, body=piece, digest="not-a-hash"),
     }
     for code, case in cases.items():
-        fast = send(app, uploading.mnemonic, case["index"], case["body"], owner, case["digest"])
+        fast = sender(uploading.mnemonic, case["index"], case["body"], owner, case["digest"])
         view = put(api("owner"), uploading.mnemonic, case["index"], case["body"], case["digest"])
         assert status_and_code(fast) == (400, code) == (view.status_code, view.json()["code"]), code
     assert not Chunk.objects.filter(dataset=uploading).exists()
     # A token without the write scope, and a key in the request, are the view's to answer.
     taken = len(app.taken)
-    read_only = send(app, uploading.mnemonic, 1, piece, token_of(keyed["owner"], ("read",)))
+    read_only = sender(uploading.mnemonic, 1, piece, token_of(keyed["owner"], ("read",)))
     assert read_only["status"] == 403
-    assert send(app, uploading.mnemonic, 1, piece, "rdp_nonsense")["status"] == 401
+    assert sender(uploading.mnemonic, 1, piece, "rdp_nonsense")["status"] == 401
     assert len(app.taken) == taken
 
 
 def test_what_it_stores_downloads_byte_for_byte_and_late_chunks_are_refused(
-    app, uploading, keyed, api, private_keys
+    sender, app, uploading, keyed, api, private_keys
 ):
     owner = token_of(keyed["owner"])
     for index, piece in enumerate(pieces(DATA)):
-        assert send(app, uploading.mnemonic, index, piece, owner)["status"] == 200
-    assert send(app, uploading.mnemonic, 0, pieces(DATA)[0], owner)["status"] == 200  # sent again
+        assert sender(uploading.mnemonic, index, piece, owner)["status"] == 200
+    assert sender(uploading.mnemonic, 0, pieces(DATA)[0], owner)["status"] == 200  # sent again
     assert app.taken == [0, 1, 2, 0]
     client = api("owner")
     finished = client.post(f"/api/v1/datasets/{uploading.mnemonic}/finish/", {}, format="json")
@@ -145,30 +208,30 @@ def test_what_it_stores_downloads_byte_for_byte_and_late_chunks_are_refused(
     content = client.get(f"/api/v1/datasets/{uploading.mnemonic}/content/", headers=key_header(key))
     assert b"".join(content.streaming_content) == DATA
     # The dataset is available now: a chunk sent late changes nothing, whoever's cache is warm.
-    late = send(app, uploading.mnemonic, 1, pieces(DATA)[0], owner, extra=())
+    late = sender(uploading.mnemonic, 1, pieces(DATA)[0], owner, extra=())
     assert late["status"] == 409
     content = client.get(f"/api/v1/datasets/{uploading.mnemonic}/content/", headers=key_header(key))
     assert b"".join(content.streaming_content) == DATA
 
 
-def test_the_write_grant_is_checked_with_every_chunk(app, uploading, keyed):
+def test_the_write_grant_is_checked_with_every_chunk(sender, app, uploading, keyed):
     writer = token_of(keyed["writer"])
-    assert send(app, uploading.mnemonic, 0, pieces(DATA)[0], writer)["status"] == 200
+    assert sender(uploading.mnemonic, 0, pieces(DATA)[0], writer)["status"] == 200
     Grant.objects.filter(dataset=uploading, user=keyed["writer"]).delete()
     # The token and the upload's details are still cached; the grant is not.
-    refused = send(app, uploading.mnemonic, 1, pieces(DATA)[1], writer)
+    refused = sender(uploading.mnemonic, 1, pieces(DATA)[1], writer)
     assert refused["status"] == 404  # as the view answers someone without a grant
     assert not Chunk.objects.filter(dataset=uploading, index=1).exists()
 
 
-def test_a_supplied_key_and_other_requests_go_to_the_view(app, uploading, keyed, api, private_keys):
+def test_a_supplied_key_and_other_requests_go_to_the_view(sender, app, uploading, keyed, api, private_keys):
     owner = token_of(keyed["owner"])
     key = unwrap(api("owner"), uploading.mnemonic, private_keys["owner"])
     header = next(iter(key_header(key).items()))
-    assert send(app, uploading.mnemonic, 0, pieces(DATA)[0], owner, extra=[header])["status"] == 200
+    assert sender(uploading.mnemonic, 0, pieces(DATA)[0], owner, extra=[header])["status"] == 200
     assert app.taken == []  # the view took it (and sealed the key again)
     Dataset.objects.filter(pk=uploading.pk).update(state=DatasetState.DELETED)
-    gone = send(app, uploading.mnemonic, 1, pieces(DATA)[1], owner)
+    gone = sender(uploading.mnemonic, 1, pieces(DATA)[1], owner)
     assert gone["status"] == 409 and app.taken == []  # not uploading: the view says so
 
 
@@ -187,21 +250,21 @@ def session_headers(user, csrf: bool = True) -> list[tuple[str, str]]:
     ("role", "csrf", "status", "taken"),
     [("owner", True, 200, True), ("owner", False, 403, False), ("reader", True, 403, False)],
 )
-def test_browser_sessions_with_their_csrf_token(app, uploading, keyed, role, csrf, status, taken):
+def test_browser_sessions_with_their_csrf_token(sender, app, uploading, keyed, role, csrf, status, taken):
     """The upload page's requests (session cookie and CSRF token) take the same path; without the
     token Django's CSRF check refuses them, as the view would."""
-    response = send(app, uploading.mnemonic, 0, pieces(DATA)[0], extra=session_headers(keyed[role], csrf))
+    response = sender(uploading.mnemonic, 0, pieces(DATA)[0], extra=session_headers(keyed[role], csrf))
     assert response["status"] == status, response["body"][:200]
     if not csrf:
         assert b"CSRF" in response["body"]
     assert app.taken == ([0] if taken else [])
 
 
-def test_a_dataset_removed_while_its_details_are_cached_is_a_clear_404(app, uploading, keyed):
+def test_a_dataset_removed_while_its_details_are_cached_is_a_clear_404(sender, app, uploading, keyed):
     owner = token_of(keyed["owner"])
-    assert send(app, uploading.mnemonic, 0, pieces(DATA)[0], owner)["status"] == 200
+    assert sender(uploading.mnemonic, 0, pieces(DATA)[0], owner)["status"] == 200
     Dataset.objects.filter(pk=uploading.pk).delete()  # e.g. by an administrator
-    gone = send(app, uploading.mnemonic, 1, pieces(DATA)[1], owner)
+    gone = sender(uploading.mnemonic, 1, pieces(DATA)[1], owner)
     assert status_and_code(gone) == (404, "not_found")
 
 
@@ -343,10 +406,10 @@ def test_body_buffers_are_reused_up_to_their_limit():
     assert len(buffers.take(80)) == 80  # none left: a new one
 
 
-def test_an_empty_file_is_one_empty_chunk_on_the_fast_path(app, keyed, api, private_keys):
+def test_an_empty_file_is_one_empty_chunk_on_the_fast_path(sender, app, keyed, api, private_keys):
     client = api("owner")
     mnemonic = start(client, b"").json()["mnemonic"]
-    sent = send(app, mnemonic, 0, b"", token_of(keyed["owner"]))
+    sent = sender(mnemonic, 0, b"", token_of(keyed["owner"]))
     assert sent["status"] == 200, sent["body"][:200]
     assert app.taken == [0]
     assert client.post(f"/api/v1/datasets/{mnemonic}/finish/", {}, format="json").status_code == 200
