@@ -191,11 +191,21 @@ class ChunkServer:
                     return  # the client left before the whole body arrived
                 body = claim.body
             else:
-                body = await _receive_into(receive, memoryview(buffer)[:length])
-                if body is None:
-                    return  # the client left
-                if isinstance(body, dict):  # the HTTP server lets no such body through
-                    return await _answer(send, 400, body)
+                body = memoryview(buffer)[:length]
+                received = 0
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    piece = message.get("body", b"")
+                    if received + len(piece) > length:  # the HTTP server lets no such body through
+                        too_long = "The body is longer than its Content-Length."
+                        return await _answer(send, 400, {"detail": too_long, "code": "invalid"})
+                    body[received : received + len(piece)] = piece
+                    received += len(piece)
+                    if not message.get("more_body"):
+                        break
+                body = body[:received]
 
             async def replay():
                 """Django's view answers: it reads the same body."""
@@ -240,23 +250,6 @@ class ChunkServer:
         finally:
             if not thread_holds:
                 give_back()
-
-
-async def _receive_into(receive, body: memoryview):
-    """The body read with `receive()` into `body`: the part received, None if the client left,
-    or an error answer for a body longer than announced."""
-    received, length = 0, len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        piece = message.get("body", b"")
-        if received + len(piece) > length:
-            return {"detail": "The body is longer than its Content-Length.", "code": "invalid"}
-        body[received : received + len(piece)] = piece
-        received += len(piece)
-        if not message.get("more_body"):
-            return body[:received]
 
 
 async def _answer(send, status: int, answer: dict) -> None:
