@@ -184,12 +184,9 @@ def disk_copy_speed(path: Path, directory: Path, chunk_size: int) -> float:
         if not hasattr(local, "buffer"):
             local.buffer = chunkstore.aligned_buffer(sealed + 1)
         view = memoryview(local.buffer)[: sealed + 1]
-        with open(source / f"{index:06d}.bin", "rb", buffering=0) as handle:
-            got = chunkstore._read_direct(handle.fileno(), view)
-            if got is None:  # a file system without direct I/O
-                got = handle.readinto(view)
-        chunkstore.write_file(target / f"{index:06d}.bin", view[:got], durable=False)
-        return got
+        stored = chunkstore.read_file_into(source / f"{index:06d}.bin", view)
+        chunkstore.write_file(target / f"{index:06d}.bin", stored, durable=False)
+        return len(stored)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(rekey.REKEY_THREADS) as pool:

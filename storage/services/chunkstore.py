@@ -257,7 +257,12 @@ def read_chunk_into(
     note). `streaming`: the caller reads the chunks in order and asked for this one ahead
     (`read_ahead`), so the page cache already holds it or is filling it: it is read from there,
     and the file's pages are let go afterwards."""
-    with open(chunk_path(dataset, index, generation), "rb", buffering=0) as handle:
+    return read_file_into(chunk_path(dataset, index, generation), buffer, streaming=streaming)
+
+
+def read_file_into(path: Path, buffer: memoryview, *, streaming: bool = False) -> memoryview:
+    """`read_chunk_into` for the file at `path` (the counterpart of `write_file`)."""
+    with open(path, "rb", buffering=0) as handle:
         count = _read_direct(handle.fileno(), buffer) if direct_io() and not streaming else None
         if count is None:
             count = 0
