@@ -82,7 +82,7 @@ class Recorder:
 def server(request, monkeypatch):
     recorder = Recorder()
     monkeypatch.setattr(httpserver, "_claimers", [recorder.claimer])
-    with uvicorn_in_thread(recorder, loop=request.param, ws="websockets") as port:
+    with uvicorn_in_thread(recorder, loop=request.param) as port:
         yield recorder, port
 
 
