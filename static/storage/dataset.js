@@ -56,20 +56,26 @@ async function streamedDownload(fileName, size) {
   let credits = 0;
   let wake = null;
   let cancelled = false;
-  const opened = new Promise((resolve) => {
-    port.onmessage = ({ data }) => {
-      if (data.opened) resolve(true);
-      if (data.pull) credits += 1;
-      if (data.cancelled) cancelled = true;
-      if (wake) wake();
-    };
-  });
+  let held;
+  let answered;
+  const registered = new Promise((resolve) => { held = resolve; });
+  const opened = new Promise((resolve) => { answered = resolve; });
+  port.onmessage = ({ data }) => {
+    if (data.registered) held(true);
+    if (data.opened) answered(true);
+    if (data.pull) credits += 1;
+    if (data.cancelled) cancelled = true;
+    if (wake) wake();
+  };
+  const within = (promise) => Promise.race([promise, new Promise((resolve) => setTimeout(() => resolve(false), 30_000))]);
   registration.active.postMessage({ type: "portal-stream", id, fileName, size }, [channel.port2]);
+  // The frame is opened only once the worker holds this download: a fetch event can reach the
+  // worker before the message does, and would find nothing to answer.
+  if (!(await within(registered))) return null;
   const frame = Object.assign(document.createElement("iframe"), { hidden: true });
   frame.src = `${config.streamScope}${id}/${encodeURIComponent(fileName)}`;
   document.body.append(frame);
-  const answered = await Promise.race([opened, new Promise((resolve) => setTimeout(() => resolve(false), 30_000))]);
-  if (!answered) {
+  if (!(await within(opened))) {
     frame.remove();
     return null;
   }

@@ -2,8 +2,9 @@
 // download streamed to disk: for browsers without showSaveFilePicker (Firefox, Safari), so that a
 // large dataset never has to fit in memory.
 //
-// The page posts {type: "portal-stream", id, fileName, size} with a MessagePort, then opens
-// `<scope>/<id>/<name>` in a hidden frame. This worker answers that request with a stream and an
+// The page posts {type: "portal-stream", id, fileName, size} with a MessagePort and, once this
+// worker answers {registered}, opens `<scope>/<id>/<name>` in a hidden frame (a fetch event may
+// otherwise arrive before the message). This worker answers that request with a stream and an
 // attachment header; the browser saves it like any download. The stream asks the page for chunks
 // ({pull}) only as fast as the browser writes them, a few at a time, so memory stays bounded; the
 // page ends it with {done} or {abort} (the download then fails instead of looking complete), and a
@@ -18,6 +19,7 @@ self.addEventListener("message", (event) => {
   const data = event.data || {};
   if (data.type !== "portal-stream" || !event.ports[0]) return;
   waiting.set(String(data.id), { port: event.ports[0], fileName: String(data.fileName), size: data.size });
+  event.ports[0].postMessage({ registered: true }); // the page opens the download's frame now
   // Forget it if the page never opens it.
   setTimeout(() => waiting.delete(String(data.id)), 60_000);
 });
