@@ -226,14 +226,15 @@ def reencrypt_chunks(
     rate_limit_mb_s: float | None = None,
     stop_after: int | None = None,
 ) -> dict[str, int]:
-    """Write generation N+1: each chunk of generation N decrypted (tag and hash checked) and
-    encrypted under `new_key` with a fresh nonce, file first, then its `Chunk` row.
+    """Write generation N+1: each chunk of generation N decrypted (its tag checked) and encrypted
+    under `new_key` with a fresh nonce, file first, then its `Chunk` row, which keeps the plaintext
+    SHA-256 recorded at upload.
 
     Chunks of N+1 left by an earlier run that verify under `new_key` are kept. `stop_after` ends
     after that many chunks (the tests stop here to stand for a crash).
 
-    Chunks are read, decrypted, hashed, encrypted and written by `REKEY_THREADS` threads side by
-    side (hashing, AES-GCM and file input/output release the GIL, so they use every core); this
+    Chunks are read, decrypted, encrypted and written by `REKEY_THREADS` threads side by side
+    (AES-GCM and file input/output release the GIL, so they use every core); this
     thread takes their results in order and records the rows, the progress and the throttle.
     """
     generation = dataset.generation
@@ -259,7 +260,9 @@ def reencrypt_chunks(
         if earlier is not None and _verifies(dataset, earlier, new_key, row.sha256, buffers):
             return None
         try:
-            plaintext = decrypt_stored_chunk(dataset, row, old_key, buffers=buffers)
+            # The old key's GCM tag proves this is the plaintext encrypted for this dataset and
+            # index, whose SHA-256 was checked at upload: it is not hashed again (scrub does).
+            plaintext = decrypt_stored_chunk(dataset, row, old_key, check_hash=False, buffers=buffers)
         except IntegrityFailureError as exc:
             raise JobError(
                 f"Chunk {row.index} of {dataset.mnemonic} is damaged, so it cannot be re-keyed; the "
