@@ -57,6 +57,16 @@ def scrub_dataset(job, progress, **params) -> dict:
     return scrub.run_scrub(job, progress, **params)
 
 
+@shared_task(name=rekey.OLD_FILES_TASK, queue=rekey.OLD_FILES_QUEUE, ignore_result=True)
+def remove_old_generations(dataset_id: int, below: int) -> list[int]:
+    """Remove a re-keyed dataset's files of generations older than `below` (sent by the re-key
+    once its grace period is over; a dataset gone meanwhile has nothing left to remove)."""
+    from storage.models import Dataset
+
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    return [] if dataset is None else rekey.remove_old_generations(dataset, below=below)
+
+
 # --- periodic tasks (run by `celery beat`, see CELERY_BEAT_SCHEDULE in settings) ---------------
 
 

@@ -39,7 +39,14 @@ DATA = os.urandom(64 * CHUNK)  # 4 MiB in 64 chunks: at 1 MiB/s the kill lands m
 
 
 @pytest.fixture
+def rekey_grace() -> str:
+    """`PORTAL_STORAGE_REKEY_GRACE_SECONDS` of the stack (a test parametrizes it)."""
+    return "0"
+
+
+@pytest.fixture
 def stack(
+    rekey_grace,
     keyed,
     service_env,
     service_logs,
@@ -55,7 +62,7 @@ def stack(
         **service_env,
         "REDIS_URL": redis_server.config.redis_url,
         "PORTAL_DATA_DIR": str(django_settings.PORTAL_DATA_DIR),  # the test's own, as `keyed` set it
-        "PORTAL_STORAGE_REKEY_GRACE_SECONDS": "0",
+        "PORTAL_STORAGE_REKEY_GRACE_SECONDS": rekey_grace,
     }
     settings.REDIS_URL = redis_server.config.redis_url  # for fail_orphaned_jobs, as beat runs it
     suffix = str(time.monotonic_ns())
@@ -198,3 +205,35 @@ def test_a_worker_killed_mid_rekey_leaves_the_dataset_readable_and_a_second_run_
             assert form not in rows and form not in audit
             for text in logs:
                 assert form not in text
+
+
+@pytest.mark.parametrize("rekey_grace", ["3"])
+def test_after_the_grace_period_a_task_on_the_worker_removes_the_old_files(stack, api, people, private_keys):
+    base, _, start_crypto_worker, _ = stack
+    secret = token_for(people["owner"])
+    mnemonic = upload(api("owner"), DATA[: 4 * CHUNK])
+    dataset = Dataset.objects.get(mnemonic=mnemonic)
+    old_key = unwrap(api("owner"), mnemonic, private_keys["owner"])
+    start_crypto_worker("rekey-grace-worker")
+    response = requests.post(
+        f"{base}/api/v1/datasets/{mnemonic}/rekey/",
+        headers=bearer(secret),
+        json={"key": old_key.hex()},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    job = Job.objects.get(pk=response.json()["id"])
+    deadline = time.monotonic() + 60
+    while job.state != JobState.SUCCEEDED:
+        assert job.state in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline, job.error
+        time.sleep(0.1)
+        job.refresh_from_db()
+    assert job.result["old_files_removed_in_seconds"] == 3 and job.result["removed_generations"] == []
+    # The worker runs the removal once the grace period is over; the new key reads on.
+    deadline = time.monotonic() + 60
+    while generation_dir(dataset, 1).exists():
+        assert time.monotonic() < deadline, "the old files were never removed"
+        time.sleep(0.2)
+    assert generation_dir(dataset, 2).exists()
+    new_key = unwrap(api("owner"), mnemonic, private_keys["owner"])
+    assert download(base, secret, mnemonic, new_key).content == DATA[: 4 * CHUNK]

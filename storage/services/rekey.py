@@ -10,9 +10,10 @@ Why it is crash-safe: generation N+1 is written beside generation N, in its own 
 active root key, the new recovery file, `generation` and `key_fingerprint`, removal of the old rows
 – is one database transaction. A crash before it commits leaves generation N untouched (readable
 with the old key); a crash after leaves generation N+1 complete (readable with the new key). Only
-then are the old files removed. Running the job again continues: chunks of N+1 that verify under
-the new key are kept, the rest are written again; a job that finds the switch already made only
-removes the old files.
+then are the old files removed: at once without a grace period, else by a task of their own
+(`OLD_FILES_TASK`) once the grace period is over, so that no worker waits meanwhile. Running the
+job again continues: chunks of N+1 that verify under the new key are kept, the rest are written
+again; a job that finds the switch already made only removes the old files.
 
 Why the key never leaks: the web process checks the old key by fingerprint, makes the new key and
 hands both to the worker only sealed (`storage.crypto.seal`, under the server secret, for a purpose
@@ -417,15 +418,24 @@ def switch_generation(
     return {"wraps": wraps, "root_wraps": root_wraps}
 
 
-def remove_old_generations(dataset: Dataset) -> list[int]:
-    """Remove the directories of generations older than the current one; returns their numbers."""
+# The task that removes a re-keyed dataset's old files after the grace period (`storage.tasks`;
+# sent by name, so that this module needs no tasks), and its queue.
+OLD_FILES_TASK = "storage.remove_old_generations"
+OLD_FILES_QUEUE = "crypto"
+
+
+def remove_old_generations(dataset: Dataset, below: int | None = None) -> list[int]:
+    """Remove the directories of generations older than the current one (and than `below`, where
+    given: a removal scheduled after one switch spares the generation a later re-key left for
+    its own grace period); returns their numbers."""
     dataset = Dataset.objects.get(pk=dataset.pk)
     base = chunkstore.generation_dir(dataset).parent
+    limit = dataset.generation if below is None else min(below, dataset.generation)
     removed = []
     if base.is_dir():
         for entry in sorted(base.iterdir()):
             match = GENERATION_DIR.match(entry.name)
-            if match and int(match.group(1)) < dataset.generation:
+            if match and int(match.group(1)) < limit:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(int(match.group(1)))
     return removed
@@ -482,11 +492,10 @@ def run_rekey(
                 **switch_generation(found, new_key, generation=generation, actor=actor, job=job, **audit),
             }
             found.refresh_from_db()
-            grace = settings.STORAGE_REKEY_GRACE_SECONDS if grace_seconds is None else grace_seconds
-            if grace > 0:  # downloads that began before the switch still read the old files
-                _message(job, progress, f"Switched; the old files go in {grace:g} s")
-                time.sleep(grace)
-        removed = remove_old_generations(found)
+        grace = settings.STORAGE_REKEY_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        # Downloads that began before the switch still read the old files for the grace period.
+        later = switched is not None and grace > 0 and schedule_old_files_removal(found, grace)
+        removed = [] if later else remove_old_generations(found)
     result: dict[str, Any] = {
         "dataset": mnemonic,
         "generation": found.generation,
@@ -503,8 +512,28 @@ def run_rekey(
             f"({switched['reused']} kept from an earlier run), wrapped for {switched['wraps']} user "
             f"key(s) and {switched['root_wraps']} root key(s)"
         )
+        if later:
+            result["old_files_removed_in_seconds"] = grace
+            result["summary"] += f"; the old files go in {grace:g} s"
     log.info("re-keyed dataset %s to generation %s", mnemonic, found.generation)
     return result
+
+
+def schedule_old_files_removal(dataset: Dataset, delay: float) -> bool:
+    """Have the old generations of `dataset` (older than its current one) removed in `delay`
+    seconds by `OLD_FILES_TASK`; False, having waited and removed them here, where the task cannot
+    be sent (the broker is away): the switch is made, and the old files must not stay."""
+    from celery import current_app
+
+    try:
+        current_app.send_task(
+            OLD_FILES_TASK, args=[dataset.pk, dataset.generation], countdown=delay, queue=OLD_FILES_QUEUE
+        )
+    except Exception:  # noqa: BLE001 - any failure of the broker: fall back to waiting here
+        log.warning("could not schedule the removal of %s's old files; removing them in %g s", dataset, delay)
+        time.sleep(delay)
+        return False
+    return True
 
 
 def _message(job: Job | None, progress, text: str) -> None:

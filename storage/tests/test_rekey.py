@@ -245,6 +245,73 @@ def test_a_crash_after_the_switch_leaves_the_new_key_working_and_a_rerun_removes
     assert download(owner, dataset.mnemonic, new) == (200, DATA)
 
 
+@pytest.fixture
+def sent_tasks():
+    """(task name, headers, body) of every task message this test publishes to the broker."""
+    from celery.signals import before_task_publish
+
+    sent = []
+
+    def keep(sender=None, headers=None, body=None, **_):
+        sent.append((sender, headers, body))
+
+    before_task_publish.connect(keep, weak=False)
+    yield sent
+    before_task_publish.disconnect(keep)
+
+
+def test_with_a_grace_period_the_old_files_go_later_by_a_task_of_their_own(shared, api, settings, sent_tasks):
+    from storage.tasks import remove_old_generations
+
+    settings.STORAGE_REKEY_GRACE_SECONDS = 60
+    dataset, old_key = shared
+    owner = api("owner")
+    first = run(Job.objects.get(pk=start(owner, dataset.mnemonic, old_key).json()["id"]))
+    # The job ends at the switch; its worker does not wait out the grace period.
+    assert first.state == JobState.SUCCEEDED, first.error
+    assert first.result["old_files_removed_in_seconds"] == 60 and first.result["removed_generations"] == []
+    assert "the old files go in 60 s" in first.result["summary"]
+    assert generation_dir(dataset, 1).exists()  # downloads begun before the switch still read them
+    removals = [(headers, body) for name, headers, body in sent_tasks if name == rekey.OLD_FILES_TASK]
+    assert len(removals) == 1
+    headers, body = removals[0]
+    assert headers["eta"] and body[0] == [dataset.pk, 2]
+    assert all(key_form not in str(sent_tasks) for key_form in encodings(old_key))
+
+    # A second re-key before the first removal ran: that removal spares generation 2, which
+    # the second re-key's own removal takes once its grace period is over.
+    _, new_key = job_keys(first)
+    second = run(Job.objects.get(pk=start(owner, dataset.mnemonic, new_key).json()["id"]))
+    assert second.state == JobState.SUCCEEDED and second.result["generation"] == 3, second.error
+    assert [body[0] for name, _, body in sent_tasks if name == rekey.OLD_FILES_TASK][1] == [dataset.pk, 3]
+    assert remove_old_generations.apply(args=[dataset.pk, 2]).get() == [1]
+    assert not generation_dir(dataset, 1).exists() and generation_dir(dataset, 2).exists()
+    assert remove_old_generations.apply(args=[dataset.pk, 3]).get() == [2]
+    assert not generation_dir(dataset, 2).exists() and generation_dir(dataset, 3).exists()
+    _, newest = job_keys(second)
+    assert download(owner, dataset.mnemonic, newest) == (200, DATA)
+    # A dataset gone meanwhile leaves nothing to do.
+    assert remove_old_generations.apply(args=[Dataset.objects.order_by("-pk")[0].pk + 1, 2]).get() == []
+
+
+def test_where_the_removal_cannot_be_scheduled_the_job_waits_and_removes_the_old_files(
+    shared, api, settings, monkeypatch
+):
+    from celery import current_app
+
+    settings.STORAGE_REKEY_GRACE_SECONDS = 0.2
+    dataset, old_key = shared
+
+    def broker_away(*args, **kwargs):
+        raise ConnectionError("the broker is away")
+
+    monkeypatch.setattr(current_app, "send_task", broker_away)
+    job = run(Job.objects.get(pk=start(api("owner"), dataset.mnemonic, old_key).json()["id"]))
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert job.result["removed_generations"] == [1] and "old_files_removed_in_seconds" not in job.result
+    assert not generation_dir(dataset, 1).exists()
+
+
 def test_a_new_rekey_after_an_abandoned_one_starts_cleanly(shared, api, private_keys):
     dataset, old_key = shared
     owner = api("owner")
