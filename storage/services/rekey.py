@@ -521,8 +521,9 @@ def run_rekey(
 
 def schedule_old_files_removal(dataset: Dataset, delay: float) -> bool:
     """Have the old generations of `dataset` (older than its current one) removed in `delay`
-    seconds by `OLD_FILES_TASK`; False, having waited and removed them here, where the task cannot
-    be sent (the broker is away): the switch is made, and the old files must not stay."""
+    seconds by `OLD_FILES_TASK`. Where the task cannot be sent (the broker is away), wait out the
+    delay here and return False, for the caller to remove them: the switch is made, and the old
+    files must not stay."""
     from celery import current_app
 
     try:
