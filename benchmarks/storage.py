@@ -164,9 +164,7 @@ def disk_write_speed(path: Path, directory: Path, chunk_size: int) -> float:
             names.append(name)
             size += got
     for name in names:
-        fd = os.open(name, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        chunkstore.fsync_path(name)
     seconds = time.perf_counter() - start
     shutil.rmtree(target, ignore_errors=True)
     return size / seconds / 1e6
@@ -208,9 +206,7 @@ def disk_copy_speed(path: Path, directory: Path, chunk_size: int) -> float:
     with ThreadPoolExecutor(rekey.REKEY_THREADS) as pool:
         size = sum(pool.map(copy, range(count)))
     for index in range(count):
-        fd = os.open(target / f"{index:06d}.bin", os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        chunkstore.fsync_path(target / f"{index:06d}.bin")
     seconds = time.perf_counter() - start
     shutil.rmtree(directory / "bench-disk-copy", ignore_errors=True)
     return size / seconds / 1e6

@@ -144,7 +144,8 @@ def _write_direct(fd: int, view: memoryview) -> int:
     return written
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file (or folder) to stable storage by its path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -162,7 +163,7 @@ class Flusher:
         self._pending: list[Future] = []
 
     def add(self, path: Path) -> None:
-        self._pending.append(self._pool.submit(_fsync_path, path))
+        self._pending.append(self._pool.submit(fsync_path, path))
 
     def __enter__(self) -> Flusher:
         return self
@@ -179,9 +180,9 @@ def sync_generation(dataset, generation: int | None = None) -> None:
     """Flush every chunk file of the generation, and its directories, to stable storage."""
     directory = generation_dir(dataset, generation) / "chunks"
     for path in sorted(directory.glob("*.bin")):
-        _fsync_path(path)
+        fsync_path(path)
     for folder in (directory, directory.parent):
-        _fsync_path(folder)
+        fsync_path(folder)
 
 
 def read_chunk(dataset, index: int, generation: int | None = None) -> bytes:
