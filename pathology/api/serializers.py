@@ -142,6 +142,9 @@ class SlideUpdateSerializer(SlideSerializer):
     key = None
     project = serializers.PrimaryKeyRelatedField(read_only=True)
     name = serializers.CharField(max_length=255)
+    # Declared on the parent, so `read_only_fields` does not reach it: new settings go through
+    # `convert/`, which makes the pyramid again.
+    options = serializers.JSONField(read_only=True)
 
     class Meta(SlideSerializer.Meta):
         fields = [f for f in SlideSerializer.Meta.fields if f not in ("file", "upload", "dataset", "key")]
