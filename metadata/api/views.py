@@ -47,6 +47,7 @@ from metadata.services import projects as project_service
 from metadata.services.matrix import batches, cell_history, events_as_matrix, matrix_difference
 from metadata.services.values import invalid_cells
 from portal.api.base import PortalModelViewSet, PortalReadOnlyViewSet, PortalViewSetMixin
+from portal.filtersets import as_utc
 
 
 def parse_moment(value: str | None, name: str = "at"):
@@ -60,7 +61,10 @@ def parse_moment(value: str | None, name: str = "at"):
         raise exceptions.ValidationError(
             {name: ["An ISO 8601 date and time with time zone, e.g. 2026-05-01T12:00:00Z."]}
         )
-    return moment
+    try:
+        return as_utc(moment)
+    except ValueError as exc:
+        raise exceptions.ValidationError({name: [str(exc)]}) from None
 
 
 def service_errors(exc) -> exceptions.ValidationError:

@@ -114,15 +114,6 @@ def export_matrix(project: Project, fmt: str, *, at: dt.datetime | None = None, 
     return Export(content, FORMATS[fmt], download_name(project, "sheet", fmt, at))
 
 
-def representable(moment: dt.datetime) -> bool:
-    """Whether `moment` exists in UTC (0001-01-01T00:00+05:00 does not)."""
-    try:
-        moment.astimezone(dt.UTC)
-    except OverflowError:
-        return False
-    return True
-
-
 def download_name(project: Project, what: str, extension: str, at: dt.datetime | None = None) -> str:
     base = slugify(project.name)[:60] or f"project-{project.pk}"
     moment = f"-at-{at.astimezone(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}" if at is not None else ""

@@ -26,6 +26,7 @@ from metadata.models import Project
 from metadata.querysets import has_project_role
 from metadata.services import exporting
 from metadata.services import importing as imports
+from portal.filtersets import as_utc
 from portal.services.audit import record_audit_event
 
 
@@ -233,9 +234,7 @@ def parse_local_moment(text: str) -> dt.datetime | None:
         raise ValueError(text)
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, timezone.get_current_timezone())
-    if not exporting.representable(moment):
-        raise ValueError(text)
-    return moment
+    return as_utc(moment)  # ValueError outside the years 1 to 9999 in UTC
 
 
 class ExportView(TransferPageMixin, View):

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
+from django.db import DataError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+DATA_ERROR = (
+    "A value in the request cannot be stored or looked up: it is out of range or holds a "
+    "character the database does not take (NUL)."
+)
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -60,6 +70,16 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DataError):
+        # The database refused a value the request brought that no check caught before (each
+        # such case found gets a check of its own): a client error, logged for the developers
+        # without the database's message, which may quote the value (a key, say).
+        logger.warning(
+            "The database refused a value (SQLSTATE %s) in a request to %s",
+            getattr(exc.__cause__, "sqlstate", None),
+            type(context.get("view")).__name__,
+        )
+        exc = exceptions.ValidationError({"non_field_errors": [DATA_ERROR]})
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
