@@ -38,3 +38,19 @@ def test_demo_metadata_is_loaded_once_with_three_batches(db, settings):
     count = Event.objects.count()
     call_command("load_demo_data", stdout=io.StringIO())
     assert Event.objects.count() == count
+
+
+def test_a_changed_template_skips_the_demo_project_whole(db, settings):
+    from metadata.models import TemplateProperty
+
+    settings.DEBUG = True
+    call_command("ship_templates", verbosity=0)
+    # an admin took a column the demo fills in out of the shipped template
+    TemplateProperty.objects.filter(template__key="sequencing", property__key="tissue").delete()
+    out = io.StringIO()
+    call_command("load_demo_data", stdout=out)
+    assert "demo metadata skipped: the template 'sequencing' was changed here" in out.getvalue()
+    assert not Project.objects.filter(name=DEMO_PROJECT).exists()  # nothing half-made
+    call_command("ship_templates", verbosity=0)  # shipped again: the next run makes the project
+    call_command("load_demo_data", stdout=io.StringIO())
+    assert Project.objects.filter(name=DEMO_PROJECT).exists()
