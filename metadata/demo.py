@@ -25,13 +25,22 @@ def load_demo_metadata(owner, member, *, log=print) -> None:
     if template is None:
         log("demo metadata skipped: the shipped templates are missing (run manage.py ship_templates)")
         return
+    make_or_skip(_make_demo_project, owner, member, template, what="demo metadata", log=log)
+
+
+def make_or_skip(make, owner, member, template: Template, *, what: str, log) -> bool:
+    """`make(owner, member, template, log)` in one transaction (a half-made project would stop
+    later runs); False, with a message instead of a traceback that stops `./dev run`, where an
+    admin changed the shipped template so that it lacks a column or kind of rows the demo fills in."""
     try:
-        with transaction.atomic():  # all or nothing: a half-made project would stop later runs
-            _make_demo_project(owner, member, template, log)
-    except (EventError, KeyError) as exc:  # a column or a kind of rows the demo fills in is gone
+        with transaction.atomic():
+            make(owner, member, template, log)
+    except (EventError, KeyError) as exc:
         details = f"{exc}; {exc.errors}" if isinstance(exc, EventError) else f"no kind of rows {exc}"
-        log(f"demo metadata skipped: the template {template.key!r} was changed here and lacks what the "
-            f"demo fills in ({details})")
+        log(f"{what} skipped: the template {template.key!r} was changed here and lacks what the demo "
+            f"fills in ({details})")
+        return False
+    return True
 
 
 def _make_demo_project(owner, member, template, log) -> None:

@@ -29,3 +29,18 @@ def test_demo_slides_are_loaded_once_linked_and_convert(db, settings, tmp_path):
     assert {facts[s.pk]["stain"] for s in slides} == {"H&E"}
     call_command("load_demo_data", stdout=io.StringIO())
     assert Slide.objects.filter(project__name=DEMO_PROJECT).count() == 2
+
+
+def test_a_changed_template_skips_the_demo_slides_whole(db, settings, tmp_path):
+    from metadata.models import Project, TemplateProperty
+
+    settings.DEBUG = True
+    settings.PORTAL_DATA_DIR = tmp_path
+    call_command("ship_templates", verbosity=0)
+    # an admin took a column the demo fills in out of the shipped template
+    TemplateProperty.objects.filter(template__key="pathology", property__key="stain").delete()
+    out = io.StringIO()
+    call_command("load_demo_data", stdout=out)
+    assert "demo slides skipped: the template 'pathology' was changed here" in out.getvalue()
+    assert not Project.objects.filter(name=DEMO_PROJECT).exists()  # nothing half-made
+    assert not Slide.objects.exists()
