@@ -281,15 +281,17 @@ function followJob(job, update, status) {
       poll();
       return;
     }
-    socket.addEventListener("open", async () => {
+    socket.addEventListener("open", () => {
+      // The server answers with the job's state as it is now, then each change.
       socket.send(JSON.stringify({ action: "subscribe", job: id }));
-      try { show(await call("GET", `/api/v1/jobs/${id}/`)); } catch (error) { /* the socket goes on */ }
     });
     socket.addEventListener("message", (event) => {
       const message = JSON.parse(event.data);
       if (message.type === "job" && message.job.id === id) {
         document.body.dataset.rekeyLive = "yes";  // (the browser test checks progress was pushed)
         show(message.job);
+      } else if (message.type === "error") {
+        socket.close();  // not followed here: ask instead
       }
       if (done) socket.close();
     });
